@@ -1,0 +1,63 @@
+"""Errors for bad input, shared by every engine.
+
+Callers map them to a non-zero CLI exit or to a JSON HTTP error: ``code`` is a stable
+machine-readable string, ``status`` the HTTP status an API should answer with.
+"""
+
+from __future__ import annotations
+
+
+class InputError(ValueError):
+    """The caller's input cannot be processed; nothing was produced."""
+
+    code = "invalid_input"
+    status = 400
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class EmptyTextError(InputError):
+    code = "empty_text"
+
+
+class TextTooLongError(InputError):
+    code = "text_too_long"
+    status = 413
+
+
+class UnsupportedLanguageError(InputError):
+    code = "unsupported_language"
+
+
+class InvalidImageError(InputError):
+    code = "invalid_image"
+    status = 415
+
+
+class NoFaceError(InputError):
+    code = "no_face"
+    status = 422
+
+
+class InvalidAudioError(InputError):
+    code = "invalid_audio"
+    status = 415
+
+
+class AudioTooShortError(InputError):
+    code = "audio_too_short"
+    status = 422
+
+
+class ModelUnavailableError(RuntimeError):
+    """Weights or a runtime the configured engine needs are missing; the message says how to get them."""
+
+    code = "model_unavailable"
+    status = 503

@@ -1,0 +1,1 @@
+"""Realtime Avatar: configuration, the chunked render pipeline and the ``avatar`` CLI."""

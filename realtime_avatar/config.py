@@ -1,0 +1,114 @@
+"""Settings: ``avatar.yaml`` beside this module (defaults + the selected profile), then env overrides.
+
+Precedence, highest first: constructor arguments, ``AVATAR_*`` environment variables, the profile,
+the defaults. ``AVATAR_CONFIG`` points at another YAML file of the same shape.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "avatar.yaml"
+SUPPORTED_LANGUAGES = ("en", "zh", "es")
+SUPPORTED_SIZES = (256, 360)
+
+
+class EngineSpec(BaseModel):
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("options")
+    @classmethod
+    def _typed_env_values(cls, options: dict[str, Any]) -> dict[str, Any]:
+        # Environment overrides arrive as strings; read them as YAML scalars ("1" -> 1, "true" -> True).
+        return {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in options.items()}
+
+
+class RenderSettings(BaseModel):
+    size: int = 256
+    fps: int = 25
+    seed: int = 0
+    crf: int = 23
+
+    @field_validator("size")
+    @classmethod
+    def _supported_size(cls, size: int) -> int:
+        if size not in SUPPORTED_SIZES:
+            raise ValueError(f"size must be one of {SUPPORTED_SIZES}")
+        return size
+
+
+class Limits(BaseModel):
+    max_text_chars: dict[str, int] = Field(default_factory=lambda: {"en": 1000, "es": 1000, "zh": 400})
+    min_voice_seconds: float = 2.0
+    max_voice_seconds: float = 60.0
+    max_upload_bytes: int = 20_000_000
+    max_image_pixels: int = 40_000_000
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_profile(profile: str, path: Path | None = None) -> dict[str, Any]:
+    """The YAML defaults with ``profiles[profile]`` merged on top."""
+    path = path or Path(os.environ.get("AVATAR_CONFIG", DEFAULT_CONFIG))
+    document = yaml.safe_load(path.read_text()) or {}
+    profiles = document.get("profiles", {})
+    if profile not in profiles:
+        raise ValueError(f"unknown profile {profile!r} in {path}; known: {', '.join(profiles)}")
+    return _deep_merge(document.get("defaults", {}), profiles[profile] or {})
+
+
+class _ProfileSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return load_profile(os.environ.get("AVATAR_PROFILE", "cpu"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AVATAR_", env_nested_delimiter="__", extra="ignore")
+
+    profile: str = "cpu"
+    cache_dir: Path = Path("~/.cache/realtime-avatar")
+    render: RenderSettings = Field(default_factory=RenderSettings)
+    limits: Limits = Field(default_factory=Limits)
+    asr: EngineSpec
+    tts: EngineSpec
+    motion: EngineSpec
+    avatar: EngineSpec
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _ProfileSource(settings_cls)
+
+    @property
+    def cache_path(self) -> Path:
+        return self.cache_dir.expanduser()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
