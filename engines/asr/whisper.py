@@ -49,15 +49,15 @@ def _mono_float(pcm: np.ndarray, sample_rate: int) -> np.ndarray:
     audio = np.asarray(pcm)
     if sample_rate <= 0:
         raise InvalidAudioError(f"sample_rate must be positive, got {sample_rate}")
+    if not np.issubdtype(audio.dtype, np.number):
+        raise InvalidAudioError(f"audio must be numeric, got {audio.dtype}")
+    if np.issubdtype(audio.dtype, np.integer):
+        audio = audio / float(np.iinfo(audio.dtype).max)
     if audio.ndim == 2:
         # Accept (samples, channels) and (channels, samples): the channel axis is the short one.
         audio = audio.mean(axis=1 if audio.shape[0] >= audio.shape[1] else 0)
     if audio.ndim != 1 or audio.size == 0:
         raise InvalidAudioError("audio must be a non-empty mono or (samples, channels) array")
-    if not np.issubdtype(audio.dtype, np.number):
-        raise InvalidAudioError(f"audio must be numeric, got {audio.dtype}")
-    if np.issubdtype(audio.dtype, np.integer):
-        audio = audio / float(np.iinfo(audio.dtype).max)
     audio = audio.astype(np.float32, copy=False)
     if not np.isfinite(audio).all():
         raise InvalidAudioError("audio holds NaN or infinite samples")
@@ -118,11 +118,6 @@ class WhisperASR:
                 cpu_threads=self.cpu_threads,
             )
 
-    @property
-    def languages(self) -> list[str]:
-        self.load()
-        return list(self._whisper.supported_languages)
-
     def transcribe(self, pcm: np.ndarray, sample_rate: int, language: str | None = None) -> Transcript:
         audio = _mono_float(pcm, sample_rate)
         self.load()
@@ -143,7 +138,10 @@ class WhisperASR:
                 start=float(s.start),
                 end=float(s.end),
                 text=s.text.strip(),
-                words=[Word(float(w.start), float(w.end), w.word.strip(), float(w.probability)) for w in (s.words or [])],
+                words=[
+                    Word(float(w.start), float(w.end), w.word.strip(), float(w.probability))
+                    for w in (s.words or [])
+                ],
             )
             for s in raw
         ]

@@ -1,0 +1,112 @@
+"""The TTS engine contract: prepare a voice (cached by content hash), stream speech clause by clause.
+
+Engines subclass :class:`TTSEngine` and implement ``_condition`` (reference audio -> conditioning)
+and ``_speak`` (one clause -> float32 audio at ``sample_rate``); text planning, voice validation and
+caching, pauses and the chunk stream live here so every engine behaves the same.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from engines.errors import InputError
+from engines.tts.text import AUTO, Sentence, TextPlanner
+from engines.tts.voice import Voice, content_hash, reference_audio
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    pcm: np.ndarray  # float32 mono in [-1, 1]
+    sample_rate: int
+    text: str  # the clause spoken
+    language: str
+
+
+class TTSEngine(ABC):
+    name: str = "tts"
+    sample_rate: int = 24_000
+
+    def __init__(
+        self,
+        limits: Mapping[str, int] | None = None,
+        clause_chars: Mapping[str, int] | None = None,
+        sentence_pause: float = 0.25,
+        clause_pause: float = 0.1,
+        voice_cache_size: int = 32,
+    ) -> None:
+        self.planner = TextPlanner(limits=limits, clause_chars=clause_chars)
+        self.sentence_pause = sentence_pause
+        self.clause_pause = clause_pause
+        self.voice_cache_size = voice_cache_size
+        self._voices: OrderedDict[str, Voice] = OrderedDict()
+        self._voice_lock = threading.Lock()
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load models now instead of on first use (e.g. in a deployment's constructor)."""
+
+    @abstractmethod
+    def _condition(self, audio: np.ndarray, sample_rate: int) -> dict[str, Any]:
+        """Engine-specific conditioning for a validated mono reference clip."""
+
+    @abstractmethod
+    def _speak(self, text: str, language: str, voice: Voice | None) -> np.ndarray:
+        """float32 mono speech at ``self.sample_rate`` for one clause."""
+
+    def prepare_voice(self, pcm: np.ndarray, sample_rate: int) -> Voice:
+        audio = reference_audio(pcm, sample_rate)
+        voice_id = content_hash(audio, sample_rate)
+        with self._voice_lock:
+            cached = self._voices.get(voice_id)
+            if cached is not None:
+                self._voices.move_to_end(voice_id)
+                return cached
+        voice = Voice(voice_id, self.name, audio.size / sample_rate, self._condition(audio, sample_rate))
+        with self._voice_lock:
+            self._voices[voice_id] = voice
+            while len(self._voices) > self.voice_cache_size:
+                self._voices.popitem(last=False)
+        return voice
+
+    def cached_voice(self, voice_id: str) -> Voice | None:
+        with self._voice_lock:
+            return self._voices.get(voice_id)
+
+    def stream(
+        self, text: str, language: str | None = AUTO, voice: Voice | None = None
+    ) -> Iterator[AudioChunk]:
+        """Speech clause by clause; each chunk ends with the pause that follows its clause.
+
+        Input errors (empty/too long text, unknown language, foreign voice) are raised before the
+        first chunk, so nothing half-spoken is ever produced for a bad request.
+        """
+        if voice is not None and voice.engine != self.name:
+            raise InputError(
+                f"voice {voice.voice_id[:12]} was prepared by {voice.engine!r}, not {self.name!r}",
+                code="voice_mismatch",
+            )
+        sentences = self.planner.plan(text, language)
+        return self._chunks(sentences, voice)
+
+    def _chunks(self, sentences: list[Sentence], voice: Voice | None) -> Iterator[AudioChunk]:
+        for sentence in sentences:
+            for i, clause in enumerate(sentence.clauses):
+                speech = np.clip(self._speak(clause, sentence.language, voice), -1.0, 1.0)
+                last = i == len(sentence.clauses) - 1
+                pause = np.zeros(
+                    int((self.sentence_pause if last else self.clause_pause) * self.sample_rate), np.float32
+                )
+                yield AudioChunk(np.concatenate([speech, pause]), self.sample_rate, clause, sentence.language)
+
+    def synthesize(
+        self, text: str, language: str | None = AUTO, voice: Voice | None = None
+    ) -> tuple[np.ndarray, int]:
+        chunks = [chunk.pcm for chunk in self.stream(text, language, voice)]
+        return np.concatenate(chunks), self.sample_rate
