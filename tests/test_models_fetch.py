@@ -219,24 +219,24 @@ def test_unreachable_hub_gives_a_clear_message(tmp_path, offline):
 
 
 @pytest.fixture
-def empty_home(tmp_path, monkeypatch) -> Path:
-    """``~`` in the l4 profile's weight paths resolves here: nothing has been fetched."""
-    monkeypatch.setenv("HOME", str(tmp_path))
+def empty_cache(tmp_path, monkeypatch) -> Path:
+    """The l4 profile's "{models_dir}" weight paths resolve under this empty cache dir."""
+    monkeypatch.setenv("AVATAR_CACHE_DIR", str(tmp_path))
     return tmp_path
 
 
-def test_l4_profile_lists_missing_weights_with_fetch_commands(empty_home):
+def test_l4_profile_lists_missing_weights_with_fetch_commands(empty_cache):
     missing = models.check_profile_weights(models.profile_settings("l4"))
     assert len(missing) == 3
     for name, kind in (("whisper-small", "asr"), ("xtts-v2", "tts"), ("liveportrait", "avatar")):
         (line,) = [m for m in missing if m.startswith(f"{kind} engine")]
-        models_dir = empty_home / ".cache/realtime-avatar/models"
+        models_dir = empty_cache / "models"
         assert f"{name} weights missing" in line and str(models_dir / name) in line
         assert f"Fetch: avatar models fetch {name}" in line
 
 
-def test_l4_check_passes_an_engine_once_its_files_are_there(empty_home):
-    whisper = empty_home / ".cache/realtime-avatar/models/whisper-small"
+def test_l4_check_passes_an_engine_once_its_files_are_there(empty_cache):
+    whisper = empty_cache / "models/whisper-small"
     whisper.mkdir(parents=True)
     for f in models.REGISTRY["whisper-small"].files:
         (whisper / f.path).write_bytes(b"x")
@@ -244,11 +244,11 @@ def test_l4_check_passes_an_engine_once_its_files_are_there(empty_home):
     assert [m.split(" ", 1)[0] for m in missing] == ["tts", "avatar"]
 
 
-def test_cpu_profile_needs_no_fetched_weights(empty_home):
+def test_cpu_profile_needs_no_fetched_weights(empty_cache):
     assert models.check_profile_weights(models.profile_settings("cpu")) == []
 
 
-def test_check_command_and_render_startup(empty_home, tmp_path, monkeypatch, capsys):
+def test_check_command_and_render_startup(empty_cache, tmp_path, monkeypatch, capsys):
     assert main(["models", "check", "--profile", "l4"]) == 1
     assert "avatar models fetch liveportrait" in capsys.readouterr().out
     assert main(["models", "check", "--profile", "cpu"]) == 0
