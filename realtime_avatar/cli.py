@@ -80,6 +80,10 @@ def _render(args: argparse.Namespace) -> int:
         raise InputError("the output path must end in .mp4", code="bad_output")
 
     started = time.perf_counter()
+    print("loading models...", file=sys.stderr)
+    pipeline.warm_up()
+    load_ms = (time.perf_counter() - started) * 1000
+    started = time.perf_counter()
     print("preparing portrait and voice...", file=sys.stderr)
     portrait = pipeline.prepare_portrait(args.image)
     voice = pipeline.prepare_voice(args.voice)
@@ -96,7 +100,7 @@ def _render(args: argparse.Namespace) -> int:
     timings = report.timings_ms
     print(f"wrote {report.path} ({report.audio_seconds:.2f} s, {report.frames} frames, "
           f"{portrait.size}x{portrait.size} @ {pipeline.settings.render.fps} fps)")
-    print(f"prepare_ms={prepare_ms:.0f} tts_ms={timings.get('tts_ms', 0):.0f} "
+    print(f"load_ms={load_ms:.0f} prepare_ms={prepare_ms:.0f} tts_ms={timings.get('tts_ms', 0):.0f} "
           f"avatar_render_ms={timings.get('avatar_render_ms', 0):.0f} "
           f"encode_ms={timings.get('encode_ms', 0):.0f} "
           f"total_generation_ms={timings['total_generation_ms']:.0f} rtf={report.real_time_factor:.3f}")

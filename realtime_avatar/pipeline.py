@@ -60,10 +60,20 @@ class RenderedChunk:
         return self.pcm.size / self.sample_rate
 
 
+@dataclass(frozen=True)
+class SpokenSegment:
+    """A run of consecutive chunks in one language, with its place in the output audio."""
+
+    language: str
+    text: str
+    start_s: float
+    end_s: float
+
+
 @dataclass
 class RenderReport:
     path: Path
-    segments: list[tuple[str, str]]
+    segments: list[SpokenSegment]
     audio_seconds: float
     frames: int
     timings_ms: dict[str, float]
@@ -118,6 +128,13 @@ class AvatarPipeline:
     def renderer(self) -> Any:
         spec = self.settings.avatar
         return registry.build("avatar", spec.name, spec.options)
+
+    def warm_up(self) -> None:
+        """Load every engine's models now, so no request pays the load (or counts it as synthesis)."""
+        for engine in (self.tts, self.renderer):
+            load = getattr(engine, "load", None)
+            if callable(load):
+                load()
 
     def new_motion(self) -> Any:
         """Motion generators carry blink/head state across chunks, so each render gets its own."""
@@ -197,7 +214,7 @@ class AvatarPipeline:
         started = time.perf_counter()
         chunks = self.stream(text, language, portrait, voice, timer)
         first = next(chunks)  # bad text fails here, before any output file exists
-        segments: list[tuple[str, str]] = []
+        segments: list[SpokenSegment] = []
         audio_samples = 0
         render = self.settings.render
         with Mp4Writer(
@@ -209,9 +226,9 @@ class AvatarPipeline:
                 writer.write_audio(chunk.pcm)
                 writer.write_frames(chunk.frames)
                 timer.add("encode_ms", encode_started)
-                audio_samples += chunk.pcm.size
                 if chunk.text:
-                    segments.append((chunk.language, chunk.text))
+                    segments = _extend_segments(segments, chunk, audio_samples / chunk.sample_rate)
+                audio_samples += chunk.pcm.size
                 if progress:
                     progress(chunk)
             frames = writer.frames_written
@@ -223,6 +240,18 @@ class AvatarPipeline:
         event(log, "render_done", path=output, audio_s=round(report.audio_seconds, 2), frames=frames,
               rtf=round(report.real_time_factor, 3), **timings)
         return report
+
+
+def _extend_segments(
+    segments: list[SpokenSegment], chunk: RenderedChunk, start_s: float
+) -> list[SpokenSegment]:
+    end_s = start_s + chunk.audio_seconds
+    if segments and segments[-1].language == chunk.language:
+        last = segments[-1]
+        joiner = "" if chunk.language == "zh" else " "  # Han clauses run on without spaces
+        text = last.text + joiner + chunk.text
+        return [*segments[:-1], SpokenSegment(last.language, text, last.start_s, end_s)]
+    return [*segments, SpokenSegment(chunk.language, chunk.text, start_s, end_s)]
 
 
 def _prepend(first: RenderedChunk, rest: Iterator[RenderedChunk]) -> Iterator[RenderedChunk]:
