@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from engines.errors import InputError, ModelUnavailableError
+from engines.media.files import sha256_file
 from engines.registry import ALIASES
 from realtime_avatar.config import Settings
 
@@ -112,14 +113,6 @@ REGISTRY: dict[str, ModelEntry] = {
 
 def default_root(settings: Settings | None = None) -> Path:
     return (settings or Settings()).models_dir
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --- verify ----------------------------------------------------------------------------------------

@@ -122,7 +122,9 @@ class AvatarPipeline:
     @cached_property
     def tts(self) -> Any:
         spec = self.settings.tts
-        return registry.build("tts", spec.name, spec.options)
+        # The text limits live in the config's limits section, shared by every TTS engine.
+        options = {"limits": self.settings.limits.max_text_chars, **spec.options}
+        return registry.build("tts", spec.name, options)
 
     @cached_property
     def renderer(self) -> Any:

@@ -75,3 +75,9 @@ def test_voice_shorter_than_two_seconds(capsys, out, tmp_path):
     path.write_bytes(wav_bytes((0.2 * np.sin(2 * np.pi * 180 * t)).astype(np.float32), 24000))
     _assert_refused(*_run(capsys, "--text", "Hi there.", "--voice", str(path), "-o", str(out)), out,
                     "audio_too_short")
+
+
+def test_text_limit_comes_from_the_config(capsys, out, monkeypatch):
+    monkeypatch.setenv("AVATAR_LIMITS__MAX_TEXT_CHARS__EN", "20")
+    text = "This sentence is longer than twenty characters."
+    _assert_refused(*_run(capsys, "--text", text, "--lang", "en", "-o", str(out)), out, "text_too_long")

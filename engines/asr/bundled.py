@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from engines.errors import ModelUnavailableError
+from engines.media.files import sha256_file
 
 MODEL_BIN_SIZE = 145_217_532
 MODEL_BIN_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
@@ -58,14 +59,6 @@ def _model_bin_ok(path: Path, check_hash: bool) -> bool:
     if not path.is_file() or path.stat().st_size != MODEL_BIN_SIZE:
         return False
     return not check_hash or sha256_file(path) == MODEL_BIN_SHA256
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _join_parts(dst: Path) -> None:

@@ -1,8 +1,9 @@
-"""Write-then-rename, so a reader never sees a half-written file."""
+"""File helpers: write-then-rename (a reader never sees a half-written file) and content hashes."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -22,3 +23,11 @@ def atomic_output(destination: str | Path) -> Iterator[Path]:
         os.replace(tmp, destination)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def sha256_file(path: Path, chunk_bytes: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk_bytes):
+            digest.update(block)
+    return digest.hexdigest()
