@@ -18,7 +18,7 @@ import numpy as np
 
 from engines import registry
 from engines.avatar.portrait import Portrait, prepare_portrait
-from engines.errors import InputError
+from engines.errors import EmptyTextError, InputError
 from engines.media.audio import load_audio, require_duration
 from engines.media.mp4 import Mp4Writer
 from engines.tts.base import Voice
@@ -179,27 +179,23 @@ class AvatarPipeline:
     ) -> Iterator[RenderedChunk]:
         """Yield audio + frames clause by clause; the first chunk is ready after one clause of work."""
         motion = self.new_motion()
-        chunks = iter(self.tts.stream(text, language, voice))
         index = 0
-        while True:
+        for chunk in _timed(self.tts.stream(text, language, voice), timer, "tts_ms"):
             started = time.perf_counter()
-            chunk = next(chunks, None)
-            timer.add("tts_ms", started)
-            started = time.perf_counter()
-            if chunk is None:
-                track = motion.flush()
-                pcm, sample_rate, clause, lang = np.zeros(0, np.float32), self.tts.sample_rate, "", ""
-            else:
-                track = motion.from_audio(chunk.pcm, chunk.sample_rate)
-                pcm, sample_rate, clause, lang = chunk.pcm, chunk.sample_rate, chunk.text, chunk.language
-            frames = self.renderer.render(portrait, track) if len(track) else _no_frames(portrait)
+            frames = self._frames(portrait, motion.from_audio(chunk.pcm, chunk.sample_rate))
             timer.add("avatar_render_ms", started)
-            if chunk is None:
-                if len(frames):
-                    yield RenderedChunk(index, clause, lang, pcm, sample_rate, frames)
-                return
-            yield RenderedChunk(index, clause, lang, pcm, sample_rate, frames)
+            yield RenderedChunk(index, chunk.text, chunk.language, chunk.pcm, chunk.sample_rate, frames)
             index += 1
+        started = time.perf_counter()
+        tail = self._frames(portrait, motion.flush())  # the audio's last partial frame
+        timer.add("avatar_render_ms", started)
+        if len(tail):
+            yield RenderedChunk(index, "", "", np.zeros(0, np.float32), self.tts.sample_rate, tail)
+
+    def _frames(self, portrait: Portrait, track: Any) -> np.ndarray:
+        if not len(track):
+            return np.zeros((0, portrait.size, portrait.size, 3), np.uint8)
+        return self.renderer.render(portrait, track)
 
     def render_mp4(
         self,
@@ -215,7 +211,9 @@ class AvatarPipeline:
         timer = StageTimer()
         started = time.perf_counter()
         chunks = self.stream(text, language, portrait, voice, timer)
-        first = next(chunks)  # bad text fails here, before any output file exists
+        first = next(chunks, None)  # bad text fails here, before any output file exists
+        if first is None:
+            raise EmptyTextError("the text has nothing to speak")
         segments: list[SpokenSegment] = []
         audio_samples = 0
         render = self.settings.render
@@ -261,5 +259,13 @@ def _prepend(first: RenderedChunk, rest: Iterator[RenderedChunk]) -> Iterator[Re
     yield from rest
 
 
-def _no_frames(portrait: Portrait) -> np.ndarray:
-    return np.zeros((0, portrait.size, portrait.size, 3), np.uint8)
+def _timed(items: Iterator[Any], timer: StageTimer, stage: str) -> Iterator[Any]:
+    """Iterate, charging the time spent producing each item to ``stage``."""
+    iterator = iter(items)
+    while True:
+        started = time.perf_counter()
+        item = next(iterator, None)
+        timer.add(stage, started)
+        if item is None:
+            return
+        yield item
