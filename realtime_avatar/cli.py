@@ -64,6 +64,9 @@ def _render(args: argparse.Namespace) -> int:
     from realtime_avatar.models import check_profile_weights
     from realtime_avatar.pipeline import AvatarPipeline, RenderedChunk
 
+    logs.new_request_id()
+    if args.output.suffix.lower() != ".mp4":
+        raise InputError("the output path must end in .mp4", code="bad_output")
     overrides: dict[str, object] = {}
     if args.size or args.seed is not None:
         render = Settings().render.model_copy()
@@ -76,8 +79,6 @@ def _render(args: argparse.Namespace) -> int:
         # Say which weights are missing now, rather than fail deep inside a model load.
         raise ModelUnavailableError("the configured engines lack weights:\n  " + "\n  ".join(missing))
     pipeline = AvatarPipeline(settings)
-    if args.output.suffix.lower() != ".mp4":
-        raise InputError("the output path must end in .mp4", code="bad_output")
 
     started = time.perf_counter()
     print("loading models...", file=sys.stderr)
