@@ -128,3 +128,14 @@ def test_limits_are_per_language_and_configurable():
     with pytest.raises(TextTooLongError) as info:
         small.plan("This sentence is longer than twenty.", "en")
     assert info.value.code == "text_too_long" and info.value.status == 413
+
+
+def test_unsure_sentences_follow_neighbours_whose_script_fits():
+    from engines.tts.text import LanguageDetector
+
+    detector = LanguageDetector()
+    assert detector.detect_sentences(["你好，欢迎来到我的主页。", "3.5"]) == ["zh", "zh"]
+    # An unsure guess for Latin words must not take the Mandarin neighbour's language.
+    sure_zh = detector.detect
+    detector.detect = lambda text: ("es", 0.3) if text == "Vale." else sure_zh(text)
+    assert detector.detect_sentences(["你好，欢迎来到我的主页。", "Vale."]) == ["zh", "es"]

@@ -119,6 +119,9 @@ def is_speakable(text: str) -> bool:
     return bool(_SPEAKABLE.search(text))
 
 
+_LATIN_LETTER = re.compile(r"[A-Za-zÀ-ÿ]")
+
+
 class LanguageDetector:
     """Per-sentence EN/ZH/ES detection with lingua (models ship in the wheel); thread-safe lazy build."""
 
@@ -154,8 +157,12 @@ class LanguageDetector:
             if lang and conf >= _MIN_CONFIDENCE:
                 languages.append(lang)
                 continue
-            before = [lg for j, lg in sure if j < i]
-            after = [lg for j, lg in sure if j > i]
+            # A neighbour's language only fits if the script does: Latin words never become Mandarin
+            # (digits and symbols may: "3.5" after Chinese is read in Chinese).
+            latin = bool(_LATIN_LETTER.search(sentences[i]))
+            fits = [(j, lg) for j, lg in sure if not (latin and lg == "zh")]
+            before = [lg for j, lg in fits if j < i]
+            after = [lg for j, lg in fits if j > i]
             languages.append(before[-1] if before else after[0] if after else lang or fallback)
         return languages
 
