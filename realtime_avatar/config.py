@@ -18,7 +18,6 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "avatar.yaml"
 SUPPORTED_LANGUAGES = ("en", "zh", "es")
 SUPPORTED_SIZES = (256, 360)
-MODELS_DIR_PLACEHOLDER = "{models_dir}"
 
 
 def _scalar(text: str) -> Any:
@@ -27,6 +26,14 @@ def _scalar(text: str) -> Any:
     except yaml.YAMLError:
         return text
     return value if isinstance(value, int | float | bool) else text
+
+
+def _expand(value: Any, places: dict[str, str]) -> Any:
+    if not isinstance(value, str):
+        return value
+    for placeholder, path in places.items():
+        value = value.replace(placeholder, path)
+    return value
 
 
 class EngineSpec(BaseModel):
@@ -125,12 +132,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _expand_models_dir(self) -> Settings:
-        # Weight paths in profiles say "{models_dir}/..." so they follow cache_dir wherever it points.
+        # Paths in profiles say "{models_dir}/..." or "{cache_dir}/..." so they follow cache_dir.
+        places = {"{models_dir}": str(self.models_dir), "{cache_dir}": str(self.cache_path)}
         for spec in (self.asr, self.tts, self.motion, self.avatar):
-            spec.options = {
-                k: v.replace(MODELS_DIR_PLACEHOLDER, str(self.models_dir)) if isinstance(v, str) else v
-                for k, v in spec.options.items()
-            }
+            spec.options = {k: _expand(v, places) for k, v in spec.options.items()}
         return self
 
 

@@ -226,8 +226,7 @@ class AvatarPipeline:
                 writer.write_audio(chunk.pcm)
                 writer.write_frames(chunk.frames)
                 timer.add("encode_ms", encode_started)
-                if chunk.text:
-                    segments = _extend_segments(segments, chunk, audio_samples / chunk.sample_rate)
+                segments = _extend_segments(segments, chunk, audio_samples / chunk.sample_rate)
                 audio_samples += chunk.pcm.size
                 if progress:
                     progress(chunk)
@@ -246,6 +245,11 @@ def _extend_segments(
     segments: list[SpokenSegment], chunk: RenderedChunk, start_s: float
 ) -> list[SpokenSegment]:
     end_s = start_s + chunk.audio_seconds
+    if not chunk.text:  # later chunks of a streamed clause (and pauses) carry no text
+        if not segments or not chunk.pcm.size:
+            return segments
+        last = segments[-1]
+        return [*segments[:-1], SpokenSegment(last.language, last.text, last.start_s, end_s)]
     if segments and segments[-1].language == chunk.language:
         last = segments[-1]
         joiner = "" if chunk.language == "zh" else " "  # Han clauses run on without spaces
