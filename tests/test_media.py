@@ -61,3 +61,15 @@ def test_bad_audio_is_refused():
         require_duration(_tone(1.5), SR, 2.0)
     with pytest.raises(InvalidAudioError):
         load_audio(wav_bytes(_tone(3.0), SR), max_seconds=2.0)
+
+
+def test_finished_file_gets_ordinary_permissions(tmp_path):
+    import os
+
+    from engines.media.files import atomic_output
+
+    with atomic_output(tmp_path / "a.bin") as tmp:
+        tmp.write_bytes(b"data")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o666 & ~umask
