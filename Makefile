@@ -7,7 +7,7 @@ DEMO_EN := Hello! I am a realtime avatar. I can speak English, Mandarin and Span
 DEMO_ZH := 你好！我是一个实时数字人，很高兴认识你。
 DEMO_ES := ¡Hola! Soy un avatar en tiempo real. Encantado de conocerte.
 
-.PHONY: setup run demo test lint bench clean
+.PHONY: setup run demo test lint bench eval clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,10 @@ lint: setup
 
 bench: setup
 	$(BIN)/python -m benchmarks
+
+# The five scenarios x 3 repeats, measured on the MP4s: JSON per run + summary in evaluator/outputs/.
+eval: setup
+	$(BIN)/python -m evaluator run --scenarios all --repeats 3
 
 clean:
 	rm -rf $(OUT) .pytest_cache .ruff_cache
