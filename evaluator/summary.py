@@ -42,6 +42,8 @@ def summarize(runs: list[dict[str, Any]]) -> str:
 
 
 def _number(value: float) -> str:
+    if abs(value) < 1e-9:  # float noise in the std of identical values
+        return "0"
     return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
@@ -51,6 +53,7 @@ def plot_trends(runs: list[dict[str, Any]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     panels = ("total_generation_ms", "real_time_factor", "speaker_similarity", "lip_sync_coherence_0_1")
     figure, axes = plt.subplots(len(panels), 1, figsize=(9, 2.4 * len(panels)), sharex=False)
@@ -61,6 +64,7 @@ def plot_trends(runs: list[dict[str, Any]], path: Path) -> None:
         for scenario, values in by_scenario.items():
             axis.plot([v[key] for v in values], marker="o", label=scenario)
         axis.set_ylabel(key, fontsize=8)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].legend(fontsize=7, ncol=3)
     axes[-1].set_xlabel("run (oldest first, per scenario)")
     figure.tight_layout()
