@@ -1,6 +1,7 @@
-"""``python -m evaluator run [--scenarios all|NAME...] [--repeats N] [--voice REF] [--image PORTRAIT]``.
+"""``python -m evaluator run [--scenarios all|NAME...] [--repeats N] [--voice REF.wav] [--image PORTRAIT]``.
 
-``--target URL`` is for the Ray Serve API, which does not exist yet: it is refused with exit 2.
+Renders in-process with the configured engines (AVATAR_PROFILE / AVATAR_* select them). ``--target URL``
+is reserved for the Ray Serve HTTP API, which does not exist yet: it exits 2 with "not available yet".
 """
 
 from __future__ import annotations
@@ -13,57 +14,78 @@ from pathlib import Path
 from evaluator.run import Evaluator
 from evaluator.summary import load_runs, plot_trends, summarize
 from realtime_avatar import logs
-from realtime_avatar.scenarios import load_scenarios
+from realtime_avatar.scenarios import Scenario, load_scenarios
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "outputs"
 DEFAULT_VOICE = Path(__file__).resolve().parent.parent / "tests" / "data" / "LJ001-0001.wav"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m evaluator", description=__doc__)
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m evaluator", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="render the scenarios, measure them, print the summary")
     run.add_argument("--scenarios", nargs="+", default=["all"], help="'all' or scenario names")
-    run.add_argument("--repeats", type=int, default=3)
-    run.add_argument("--target", help="HTTP API base URL (not available until the Serve API lands)")
-    run.add_argument("--voice", type=Path, default=DEFAULT_VOICE, help="reference voice (default: LJSpeech)")
+    run.add_argument("--repeats", type=int, default=3, help="runs per scenario (default 3)")
+    run.add_argument("--target", help="HTTP API base URL: not available yet (exit 2)")
+    run.add_argument("--voice", type=Path, default=DEFAULT_VOICE,
+                     help="reference voice, also passed to the TTS (default: tests/data/LJ001-0001.wav)")
     run.add_argument("--image", type=Path, help="portrait (default: the bundled one)")
-    run.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
-    args = parser.parse_args(argv)
-    logs.configure("WARNING")
+    run.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where JSON, media, summary go")
+    return parser
 
-    if args.target:
-        print("error: --target needs the Ray Serve HTTP API, which is not built yet", file=sys.stderr)
-        return 2
+
+def _select(names: list[str]) -> list[Scenario]:
     scenarios = load_scenarios()
-    if args.scenarios != ["all"]:
-        known = {s.name: s for s in scenarios}
-        unknown = [name for name in args.scenarios if name not in known]
-        if unknown:
-            print(f"error: unknown scenarios {unknown}; known: {', '.join(known)}", file=sys.stderr)
-            return 2
-        scenarios = [known[name] for name in args.scenarios]
+    if names == ["all"]:
+        return scenarios
+    known = {s.name: s for s in scenarios}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"unknown scenarios {unknown}; known: {', '.join(known)}")
+    return [known[name] for name in names]
+
+
+def _progress(done: int, total: int, document: dict) -> str:
+    m = document["metrics"]
+    rmse = "-" if m["f0_rmse_hz"] is None else f"{m['f0_rmse_hz']:.1f} Hz"
+    return (f"[{done}/{total}] {document['run_id']}: total {m['total_generation_ms']:.0f} ms, "
+            f"lang {m['language_detected']} ({m['language_correctness_1_1']}), "
+            f"similarity {m['speaker_similarity']:.2f}, f0 rmse {rmse}, "
+            f"lip sync {m['lip_sync_coherence_0_1']:.2f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logs.configure("WARNING")
+    if args.target:
+        print(f"error: --target {args.target}: the Ray Serve HTTP API is not available yet; "
+              "run without --target to evaluate in-process", file=sys.stderr)
+        return 2
+    if args.repeats < 1:
+        print("error: --repeats must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        scenarios = _select(args.scenarios)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     started = time.perf_counter()
     evaluator = Evaluator(args.output, args.voice, args.image)
-    this_run = []
+    this_session = []
     total = len(scenarios) * args.repeats
-    for _ in range(args.repeats):
+    for _ in range(args.repeats):  # interleaved, so slow drift (thermal, neighbours) spreads over scenarios
         for scenario in scenarios:
-            document = evaluator.run(scenario)
-            this_run.append(document)
-            m = document["metrics"]
-            print(f"[{len(this_run)}/{total}] {document['run_id']}: total {m['total_generation_ms']:.0f} ms, "
-                  f"lang {m['language_detected']} ({m['language_correctness_1_1']}), "
-                  f"similarity {m['speaker_similarity']:.2f}, lip sync {m['lip_sync_coherence_0_1']:.2f}",
-                  flush=True)
-    table = summarize(this_run)
+            this_session.append(evaluator.run(scenario))
+            print(_progress(len(this_session), total, this_session[-1]), flush=True)
+    table = summarize(this_session)
     (args.output / "summary.md").write_text(table)
     plot_trends(load_runs(args.output), args.output / "trends.png")
     print()
     print(table)
-    print(f"{len(this_run)} runs in {time.perf_counter() - started:.0f} s; JSON, media and summary.md, "
-          f"trends.png in {args.output}")
+    print(f"{len(this_session)} runs in {time.perf_counter() - started:.0f} s; JSON, media/, baselines/, "
+          f"summary.md and trends.png in {args.output}")
     return 0
 
 

@@ -21,7 +21,7 @@ def load_runs(output_dir: Path) -> list[dict[str, Any]]:
 
 
 def summarize(runs: list[dict[str, Any]]) -> str:
-    """Markdown table: one row per scenario, each cell median / p95 / std across the given runs."""
+    """Markdown table: one row per scenario, each cell median / p95 / std (population) across the runs."""
     by_scenario: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
         by_scenario[run["scenario"]].append(run["metrics"])
@@ -55,14 +55,17 @@ def plot_trends(runs: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    panels = ("total_generation_ms", "real_time_factor", "speaker_similarity", "lip_sync_coherence_0_1")
+    panels = ("total_generation_ms", "real_time_factor", "speaker_similarity", "f0_rmse_hz",
+              "lip_sync_coherence_0_1")
     figure, axes = plt.subplots(len(panels), 1, figsize=(9, 2.4 * len(panels)), sharex=False)
     by_scenario: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
         by_scenario[run["scenario"]].append(run["metrics"])
     for axis, key in zip(axes, panels, strict=True):
         for scenario, values in by_scenario.items():
-            axis.plot([v[key] for v in values], marker="o", label=scenario)
+            # Older runs may lack a metric, and f0_rmse_hz may be null: NaN leaves a gap.
+            series = [np.nan if v.get(key) is None else v[key] for v in values]
+            axis.plot(series, marker="o", label=scenario)
         axis.set_ylabel(key, fontsize=8)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].legend(fontsize=7, ncol=3)

@@ -1,0 +1,1 @@
+"""The quality metrics, one module each; all of them read the decoded output, never pipeline internals."""
