@@ -4,7 +4,6 @@ import os
 
 import numpy as np
 import pytest
-import soundfile as sf
 import soxr
 
 from engines.asr import WhisperASR, ensure_base_model
@@ -16,19 +15,6 @@ LJ001_0001 = (
     "Printing, in the only sense with which we are at present concerned, differs from most if not "
     "from all the arts and crafts represented in the Exhibition"
 )
-
-
-@pytest.fixture(scope="module")
-def asr() -> WhisperASR:
-    engine = WhisperASR()
-    engine.load()
-    return engine
-
-
-@pytest.fixture(scope="module")
-def clip(data_dir) -> tuple[np.ndarray, int]:
-    pcm, sample_rate = sf.read(data_dir / "LJ001-0001.wav", dtype="float32")
-    return pcm, sample_rate
 
 
 def test_bundled_model_is_assembled_verified_and_reused(tmp_path):
@@ -63,8 +49,8 @@ def test_corrupt_model_of_right_size_is_caught_by_verify(tmp_path):
     assert not [p for p in os.listdir(model_dir) if p.startswith(".")]  # no temp files left
 
 
-def test_transcribes_english_fixture_with_word_timestamps(asr, clip):
-    pcm, sample_rate = clip
+def test_transcribes_english_fixture_with_word_timestamps(asr, lj_speech):
+    pcm, sample_rate = lj_speech
     result = asr.transcribe(pcm, sample_rate)
     assert result.language == "en" and result.language_probability > 0.5
     assert word_error_rate(LJ001_0001, result.text, "en") <= 0.1
@@ -76,8 +62,8 @@ def test_transcribes_english_fixture_with_word_timestamps(asr, clip):
     assert words[0].word.lower().startswith("printing")
 
 
-def test_stereo_44k_int16_input_is_downmixed_and_resampled(asr, clip):
-    pcm, sample_rate = clip
+def test_stereo_44k_int16_input_is_downmixed_and_resampled(asr, lj_speech):
+    pcm, sample_rate = lj_speech
     high = soxr.resample(pcm, sample_rate, 44_100)
     stereo = (np.stack([high, high], axis=1) * 32767).astype(np.int16)
     result = asr.transcribe(stereo, 44_100, language="en")

@@ -25,13 +25,6 @@ CASES = {
 
 
 @pytest.fixture(scope="module")
-def asr():
-    from engines.asr.whisper import WhisperASR
-
-    return WhisperASR()
-
-
-@pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     out = tmp_path_factory.mktemp("renders")
     paths = {}

@@ -8,9 +8,7 @@ import time
 
 import numpy as np
 import pytest
-import soundfile as sf
 
-from engines.asr import WhisperASR
 from engines.asr.metrics import error_rate
 from engines.errors import (
     AudioTooShortError,
@@ -44,21 +42,8 @@ def tts() -> BundledTTS:
 
 
 @pytest.fixture(scope="module")
-def asr() -> WhisperASR:
-    engine = WhisperASR()
-    engine.load()
-    return engine
-
-
-@pytest.fixture(scope="module")
-def reference(data_dir) -> tuple[np.ndarray, int]:
-    pcm, sample_rate = sf.read(data_dir / "LJ001-0001.wav", dtype="float32")
-    return pcm, sample_rate
-
-
-@pytest.fixture(scope="module")
-def female(tts, reference) -> Voice:
-    return tts.prepare_voice(*reference)
+def female(tts, lj_speech) -> Voice:
+    return tts.prepare_voice(*lj_speech)
 
 
 def _round_trip(tts, asr, text, language, voice):
@@ -151,8 +136,8 @@ def test_prepare_voice_rejects_bad_references(tts, pcm, error):
         tts.prepare_voice(pcm, 24_000)
 
 
-def test_voice_is_cached_by_content_and_serialises(tts, reference, female):
-    pcm, sample_rate = reference
+def test_voice_is_cached_by_content_and_serialises(tts, lj_speech, female):
+    pcm, sample_rate = lj_speech
     again = tts.prepare_voice(pcm.copy(), sample_rate)
     assert again is female and tts.cached_voice(female.voice_id) is female
     assert len(female.voice_id) == 64 and female.engine == "bundled"

@@ -16,7 +16,6 @@ from pathlib import Path
 import librosa
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from engines.errors import AudioTooShortError, InputError, ModelUnavailableError
@@ -60,14 +59,8 @@ def engine(checkpoint, latents_dir) -> XTTSEngine:
 
 
 @pytest.fixture(scope="module")
-def reference(data_dir) -> tuple[np.ndarray, int]:
-    pcm, sample_rate = sf.read(data_dir / "LJ001-0001.wav", dtype="float32")
-    return pcm, sample_rate
-
-
-@pytest.fixture(scope="module")
-def voice(engine, reference) -> Voice:
-    return engine.prepare_voice(*reference)
+def voice(engine, lj_speech) -> Voice:
+    return engine.prepare_voice(*lj_speech)
 
 
 @pytest.fixture
@@ -173,9 +166,9 @@ def test_options_are_checked(checkpoint):
 
 
 def test_voice_latents_are_computed_once_then_read_from_disk(
-    checkpoint, engine, latents_dir, reference, calls
+    checkpoint, engine, latents_dir, lj_speech, calls
 ):
-    pcm, sample_rate = reference
+    pcm, sample_rate = lj_speech
     clip = pcm[: 5 * sample_rate]  # a clip no other test prepares
     before = len(list(latents_dir.rglob("*.npz")))
     first = engine.prepare_voice(clip, sample_rate)
@@ -217,8 +210,8 @@ def test_a_fresh_process_clones_and_speaks(checkpoint, tmp_path, data_dir):
     assert done.stdout.split()[-2:] == ["24000", "True"]
 
 
-def test_reference_audio_is_validated_like_the_bundled_engine(engine, reference):
-    pcm, sample_rate = reference
+def test_reference_audio_is_validated_like_the_bundled_engine(engine, lj_speech):
+    pcm, sample_rate = lj_speech
     with pytest.raises(AudioTooShortError):
         engine.prepare_voice(pcm[:sample_rate], sample_rate)
     with pytest.raises(InputError):
