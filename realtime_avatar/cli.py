@@ -29,6 +29,12 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--size", type=int, choices=(256, 360), help="output square in px (default: config)")
     render.add_argument("--seed", type=int, help="motion seed (default: config)")
     render.add_argument("-o", "--output", type=Path, required=True, help="MP4 path to write")
+
+    serve = commands.add_parser("serve", help="run the HTTP API (Ray Serve), a profile of serve_config.yaml")
+    serve.add_argument("--profile", default=None, help="cpu or l4 (default: AVATAR_PROFILE, else cpu)")
+    serve.add_argument("--config", type=Path, help="another file shaped like serve_config.yaml")
+    serve.add_argument("--print-config", action="store_true",
+                       help="print the resolved Serve config (for `serve deploy`) instead of running")
     _add_models_parser(commands)
     return parser
 
@@ -108,6 +114,19 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import os
+
+    from graphs import launch
+
+    profile = args.profile or os.environ.get("AVATAR_PROFILE", "cpu")
+    try:
+        return launch.main(profile, args.config, args.print_config)
+    except ValueError as exc:
+        print(f"error [bad_config]: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
 def _models(args: argparse.Namespace) -> int:
     from realtime_avatar import models
     from realtime_avatar.config import Settings
@@ -144,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logs.configure(args.log_level.upper())
     try:
+        if args.command == "serve":
+            return _serve(args)
         return _models(args) if args.command == "models" else _render(args)
     except InputError as exc:
         print(f"error [{exc.code}]: {exc.message}", file=sys.stderr)

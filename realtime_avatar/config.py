@@ -69,13 +69,60 @@ class Limits(BaseModel):
     max_voice_seconds: float = 60.0
     max_upload_bytes: int = 20_000_000
     max_image_pixels: int = 40_000_000
+    max_asr_seconds: float = 120.0
 
 
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+class StageServing(BaseModel):
+    """One Serve deployment's share of the machine and its admission limits."""
+
+    num_replicas: int = Field(default=1, ge=1)
+    num_cpus: float = Field(default=0.25, ge=0)
+    # Requests a replica works on at once; past that, up to max_queued_requests wait per caller, and
+    # anything more is refused at once (HTTP 503 + Retry-After) instead of hanging. -1: no limit.
+    max_ongoing_requests: int = Field(default=2, ge=1)
+    max_queued_requests: int = Field(default=4, ge=-1)
+
+
+class ServeSettings(BaseModel):
+    """The Ray Serve graph: per-deployment resources (GPU shares come from each engine's gpu_share)."""
+
+    ingress: StageServing = Field(
+        default_factory=lambda: StageServing(num_cpus=0.1, max_ongoing_requests=64, max_queued_requests=-1)
+    )
+    asr: StageServing = Field(default_factory=StageServing)
+    tts: StageServing = Field(default_factory=StageServing)
+    avatar: StageServing = Field(default_factory=StageServing)
+    retry_after_s: float = Field(default=2.0, gt=0)  # the Retry-After hint on 503s
+    ready_timeout_s: float = Field(default=5.0, gt=0)  # /readyz waits this long for each stage
+    unhealthy_after_failures: int = Field(default=3, ge=1)  # internal errors in a row -> restart
+    health_check_period_s: float = Field(default=10.0, gt=0)
+    health_check_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class StoreSettings(BaseModel):
+    """Where prepared voices and avatars are kept (see ``realtime_avatar.store.build_store``)."""
+
+    # A GCS bucket name (bare, or "gs://name") shared by every node; None or "" keeps them on local disk.
+    bucket: str | None = None
+    prefix: str = "avatar-assets"  # objects are <prefix>/<kind>/<id> in the bucket
+    memory_items: int = Field(default=32, ge=0)  # per kind, in each process's in-memory LRU
+
+    @field_validator("bucket")
+    @classmethod
+    def _bare_bucket_name(cls, bucket: str | None) -> str | None:
+        if bucket is None:
+            return None
+        bucket = bucket.strip().removeprefix("gs://").rstrip("/")
+        if "/" in bucket:
+            raise ValueError("store.bucket is a bucket name; put any path in store.prefix")
+        return bucket or None
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -88,7 +135,7 @@ def load_profile(profile: str, path: Path | None = None) -> dict[str, Any]:
     profiles = document.get("profiles", {})
     if profile not in profiles:
         raise ValueError(f"unknown profile {profile!r} in {path}; known: {', '.join(profiles)}")
-    return _deep_merge(document.get("defaults", {}), profiles[profile] or {})
+    return deep_merge(document.get("defaults", {}), profiles[profile] or {})
 
 
 class _ProfileSource(PydanticBaseSettingsSource):
@@ -106,6 +153,8 @@ class Settings(BaseSettings):
     cache_dir: Path = Path("~/.cache/realtime-avatar")
     render: RenderSettings = Field(default_factory=RenderSettings)
     limits: Limits = Field(default_factory=Limits)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
     asr: EngineSpec
     tts: EngineSpec
     motion: EngineSpec

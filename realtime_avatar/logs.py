@@ -25,7 +25,10 @@ class _KeyValueFormatter(logging.Formatter):
             f"{self.formatTime(record, '%Y-%m-%dT%H:%M:%S')} {record.levelname.lower()} {record.name} "
             f"request_id={request_id.get()} event={record.getMessage()}"
         )
-        return f"{line} {extra}" if extra else line
+        line = f"{line} {extra}" if extra else line
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
 
 
 def configure(level: str = "INFO") -> None:

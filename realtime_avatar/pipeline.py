@@ -21,7 +21,7 @@ from engines.avatar.portrait import Portrait, prepare_portrait
 from engines.errors import EmptyTextError, InputError
 from engines.media.audio import load_audio, require_duration
 from engines.media.mp4 import Mp4Writer
-from engines.tts.base import Voice
+from engines.tts.base import AudioChunk, Voice
 from realtime_avatar.cache import BlobCache, content_hash
 from realtime_avatar.config import Settings, get_settings
 from realtime_avatar.logs import event
@@ -108,6 +108,38 @@ def _read_source(source: bytes | str | Path, limit: int, what: str) -> bytes:
     return data
 
 
+class Animator:
+    """Audio chunks of one utterance -> frames; motion state (blinks, head) carries across chunks.
+
+    Shared by the file pipeline and the Serve avatar stage, which feeds it chunks as they stream in.
+    """
+
+    def __init__(self, renderer: Any, motion: Any, portrait: Portrait, sample_rate: int) -> None:
+        self.renderer, self.motion, self.portrait, self.sample_rate = renderer, motion, portrait, sample_rate
+        self._index = 0
+
+    def feed(self, chunk: AudioChunk) -> RenderedChunk:
+        frames = self._frames(self.motion.from_audio(chunk.pcm, chunk.sample_rate))
+        rendered = RenderedChunk(
+            self._index, chunk.text, chunk.language, chunk.pcm, chunk.sample_rate, frames
+        )
+        self._index += 1
+        return rendered
+
+    def finish(self) -> RenderedChunk | None:
+        """The frames of the audio's last partial frame, if any."""
+        tail = self._frames(self.motion.flush())
+        if not len(tail):
+            return None
+        return RenderedChunk(self._index, "", "", np.zeros(0, np.float32), self.sample_rate, tail)
+
+    def _frames(self, track: Any) -> np.ndarray:
+        if not len(track):
+            size = self.portrait.size
+            return np.zeros((0, size, size, 3), np.uint8)
+        return self.renderer.render(self.portrait, track)
+
+
 class AvatarPipeline:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
@@ -178,24 +210,17 @@ class AvatarPipeline:
         self, text: str, language: str, portrait: Portrait, voice: Voice | None, timer: StageTimer
     ) -> Iterator[RenderedChunk]:
         """Yield audio + frames clause by clause; the first chunk is ready after one clause of work."""
-        motion = self.new_motion()
-        index = 0
+        animator = Animator(self.renderer, self.new_motion(), portrait, self.tts.sample_rate)
         for chunk in _timed(self.tts.stream(text, language, voice), timer, "tts_ms"):
             started = time.perf_counter()
-            frames = self._frames(portrait, motion.from_audio(chunk.pcm, chunk.sample_rate))
+            rendered = animator.feed(chunk)
             timer.add("avatar_render_ms", started)
-            yield RenderedChunk(index, chunk.text, chunk.language, chunk.pcm, chunk.sample_rate, frames)
-            index += 1
+            yield rendered
         started = time.perf_counter()
-        tail = self._frames(portrait, motion.flush())  # the audio's last partial frame
+        tail = animator.finish()
         timer.add("avatar_render_ms", started)
-        if len(tail):
-            yield RenderedChunk(index, "", "", np.zeros(0, np.float32), self.tts.sample_rate, tail)
-
-    def _frames(self, portrait: Portrait, track: Any) -> np.ndarray:
-        if not len(track):
-            return np.zeros((0, portrait.size, portrait.size, 3), np.uint8)
-        return self.renderer.render(portrait, track)
+        if tail is not None:
+            yield tail
 
     def render_mp4(
         self,

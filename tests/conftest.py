@@ -1,3 +1,12 @@
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,3 +42,89 @@ def asr():
     engine = WhisperASR()
     engine.load()
     return engine
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A 127.0.0.1 port nothing listens on (at the time of asking)."""
+    return _free_port()
+
+
+def _die_with_parent() -> None:
+    # Linux prctl(PR_SET_PDEATHSIG, SIGTERM): the emulator ends even if pytest is killed before teardown.
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator() -> Iterator[str]:
+    """A real gcp-storage-emulator on 127.0.0.1 (in memory, one per session); yields its URL.
+
+    STORAGE_EMULATOR_HOST points at it from first use to the end of the session, so any
+    ``storage.Client()`` talks to it, never to real GCS. Tests share it: each module makes its own bucket.
+    """
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1", "--port", str(port),
+         "--in-memory", "-q"],
+        preexec_fn=_die_with_parent,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the storage emulator did not start") from None
+                time.sleep(0.05)
+        url = f"http://127.0.0.1:{port}"
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("STORAGE_EMULATOR_HOST", url)
+            yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def api_server(tmp_path_factory) -> Iterator[str]:
+    """The real Serve graph (cpu profile) on a free loopback port, one per session; yields its URL."""
+    import ray
+    from ray import serve
+
+    from graphs.avatar_app import build_app
+
+    port = _free_port()
+    with pytest.MonkeyPatch.context() as patch:
+        # Settings are resolved here, in the driver, and handed to every replica.
+        patch.setenv("AVATAR_CACHE_DIR", str(tmp_path_factory.mktemp("serve-cache")))
+        ray.init(num_cpus=os.cpu_count() or 2, include_dashboard=False, log_to_driver=False)
+        try:
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            serve.run(build_app({"profile": "cpu", "log_level": "WARNING"}), name="avatar", route_prefix="/")
+            base = f"http://127.0.0.1:{port}"
+            wait_ready(base)
+            yield base
+        finally:
+            with contextlib.suppress(Exception):
+                serve.shutdown()
+            ray.shutdown()
+
+
+def wait_ready(base: str, timeout_s: float = 120) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{base}/readyz", timeout=10).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise RuntimeError(f"{base} did not become ready in {timeout_s} s")

@@ -3,15 +3,10 @@ the profile weight check. No test reaches a network beyond 127.0.0.1."""
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,46 +38,14 @@ TOY = ModelEntry(
 CONTENT = {"weights/a.bin": BLOB_A, "weights/b.bin": BLOB_B, "config.json": CONFIG}
 
 
-def _die_with_parent() -> None:
-    # Linux prctl(PR_SET_PDEATHSIG, SIGTERM): the emulator ends even if pytest is killed before teardown.
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def bucket() -> Iterator[str]:
-    """A gcp-storage-emulator on 127.0.0.1 holding the toy model (plus a file it must not fetch)."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1", "--port", str(port),
-         "--in-memory", "-q"],
-        preexec_fn=_die_with_parent,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the storage emulator did not start") from None
-                time.sleep(0.05)
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
-            created = storage.Client().create_bucket(BUCKET)
-            for rel, data in {**CONTENT, "insightface/det.onnx": b"not ours"}.items():
-                created.blob(f"{PREFIX}/toy/{rel}").upload_from_string(data)
-            created.blob("partial/toy/config.json").upload_from_string(CONFIG)
-            yield f"gs://{BUCKET}/{PREFIX}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+def bucket(gcs_emulator) -> str:
+    """A bucket on the shared storage emulator holding the toy model (plus a file it must not fetch)."""
+    created = storage.Client().create_bucket(BUCKET)
+    for rel, data in {**CONTENT, "insightface/det.onnx": b"not ours"}.items():
+        created.blob(f"{PREFIX}/toy/{rel}").upload_from_string(data)
+    created.blob("partial/toy/config.json").upload_from_string(CONFIG)
+    return f"gs://{BUCKET}/{PREFIX}"
 
 
 @pytest.fixture
@@ -199,9 +162,9 @@ def test_verify_flags_a_file_far_from_its_published_size(tmp_path):
 
 
 @pytest.mark.parametrize("offline", [False, True])
-def test_unreachable_hub_gives_a_clear_message(tmp_path, offline):
+def test_unreachable_hub_gives_a_clear_message(tmp_path, offline, free_port):
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    env.update(HF_ENDPOINT=f"http://127.0.0.1:{_free_port()}", HF_HOME=str(tmp_path / "hf"))
+    env.update(HF_ENDPOINT=f"http://127.0.0.1:{free_port}", HF_HOME=str(tmp_path / "hf"))
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
     proc = subprocess.run(

@@ -1,0 +1,51 @@
+"""Avatar deployment: portrait -> avatar_id; text -> frames + audio, chunk by chunk.
+
+``render`` pulls audio from the TTS deployment through a streaming handle and renders each chunk as
+it arrives, so the first sentence is on screen while later ones are still being synthesized.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from deployments.common import StageHealth, settings_from
+from realtime_avatar.pipeline import RenderedChunk
+from realtime_avatar.stages import Animation
+from realtime_avatar.store import build_store
+
+
+@serve.deployment(name="Avatar")
+class AvatarDeployment:
+    def __init__(self, config: dict[str, Any], tts: DeploymentHandle) -> None:
+        settings = settings_from(config)
+        self.stage = Animation(settings, build_store(settings.store, settings.cache_path))
+        self.stage.load()
+        self.tts = tts.options(stream=True)
+        self.health = StageHealth(settings.serve.unhealthy_after_failures)
+
+    async def ready(self) -> dict[str, Any]:
+        return {"engine": self.stage.settings.avatar.name, "default_avatar_id": self.stage.default_avatar_id}
+
+    async def prepare_avatar(self, image: bytes, request_id: str = "-") -> dict[str, Any]:
+        return await self.health.call(request_id, self.stage.prepare_avatar, image)
+
+    async def render(
+        self, text: str, language: str, voice_id: str | None, avatar_id: str | None, request_id: str = "-"
+    ) -> AsyncIterator[RenderedChunk]:
+        portrait = await self.health.call(request_id, self.stage.portrait, avatar_id)  # 404 before any TTS
+        animator = None
+        async for chunk in self.tts.stream.remote(text, language, voice_id, request_id=request_id):
+            if animator is None:
+                animator = self.stage.animator(portrait, chunk.sample_rate)
+            yield await self.health.call(request_id, animator.feed, chunk)
+        if animator is not None:
+            tail = await self.health.call(request_id, animator.finish)
+            if tail is not None:
+                yield tail
+
+    def check_health(self) -> None:
+        self.health.check()

@@ -1,0 +1,1 @@
+"""Serve app builders: bind the stage deployments into the deployment graph, resources from config."""

@@ -1,0 +1,102 @@
+"""``avatar serve``: resolve a profile of ``serve_config.yaml`` and run it with Ray Serve.
+
+The resolved document is a plain Serve config (validated with Serve's own schema), so what runs
+here is what ``serve deploy`` would run on a cluster (``--print-config`` writes it out).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from realtime_avatar.config import deep_merge
+
+SERVE_CONFIG = Path(__file__).resolve().parent.parent / "serve_config.yaml"
+_VARIABLE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+def _expand(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _expand(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        found = os.environ.get(name, default)
+        if found is None:
+            raise ValueError(f"serve config needs ${{{name}}}: set it or give a default (${{{name}:-...}})")
+        return found
+
+    expanded = _VARIABLE.sub(substitute, value)
+    return yaml.safe_load(expanded) if expanded != value else value  # "8080" -> 8080
+
+
+def resolve(profile: str, path: Path = SERVE_CONFIG) -> dict[str, Any]:
+    """The Serve config of ``profile``: the top level with ``profiles[profile]`` merged on top."""
+    from ray.serve.schema import ServeDeploySchema
+
+    document = yaml.safe_load(path.read_text()) or {}
+    profiles = document.pop("profiles", {}) or {}
+    if profile not in profiles:
+        raise ValueError(f"unknown serve profile {profile!r} in {path}; known: {', '.join(profiles)}")
+    resolved = _expand(deep_merge(document, profiles[profile] or {}))
+    ServeDeploySchema.model_validate(resolved)
+    return resolved
+
+
+def build_application(app: dict[str, Any]) -> Any:
+    module_name, attr = app["import_path"].split(":", 1)
+    return getattr(importlib.import_module(module_name), attr)(app.get("args") or {})
+
+
+def curl_example(base_url: str) -> str:
+    return (f"curl -sS -X POST {base_url}/v1/render -H 'Content-Type: application/json' "
+            "-d '{\"text\": \"Hello! I am a realtime avatar.\", \"language\": \"en\"}' -o hello.mp4")
+
+
+def serve_forever(config: dict[str, Any]) -> None:
+    import ray
+    from ray import serve
+
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS")
+        ray.init(address=address) if address else ray.init(include_dashboard=False)
+    http = config.get("http_options", {})
+    serve.start(http_options=http, proxy_location=config.get("proxy_location", "HeadOnly"))
+    print("starting deployments (first start loads the models)...", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    for app in config["applications"]:
+        serve.run(build_application(app), name=app["name"], route_prefix=app.get("route_prefix", "/"))
+    host = http.get("host", "127.0.0.1")
+    base_url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{http.get('port', 8000)}"
+    ready_s = time.perf_counter() - started
+    print(f"serving on {base_url} (ready in {ready_s:.0f} s); API docs: {base_url}/docs")
+    print(f"render an MP4:\n  {curl_example(base_url)}", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    print("shutting down...", file=sys.stderr)
+    serve.shutdown()
+    ray.shutdown()
+
+
+def main(profile: str, config_path: Path | None, print_config: bool) -> int:
+    config = resolve(profile, config_path or SERVE_CONFIG)
+    if print_config:
+        print(yaml.safe_dump(config, sort_keys=False), end="")
+        return 0
+    serve_forever(config)
+    return 0

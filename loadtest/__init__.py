@@ -1,0 +1,1 @@
+"""Load tests (locust) against the HTTP API."""

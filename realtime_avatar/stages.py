@@ -1,0 +1,145 @@
+"""The served stages as plain Python: what each Serve deployment owns, with no Ray in sight.
+
+Each stage builds its engine from config (``engines.registry``), keeps prepared state in the asset
+store under a content id, and takes and returns bytes, plain arrays and dicts, so a deployment is a
+thin wrapper that adds resources, a health check and a handle.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from engines import registry
+from engines.avatar.portrait import Portrait, prepare_portrait
+from engines.errors import InputError
+from engines.media.audio import load_audio, require_duration
+from engines.tts.base import AudioChunk, Voice
+from realtime_avatar.cache import content_hash
+from realtime_avatar.config import Settings
+from realtime_avatar.logs import event
+from realtime_avatar.pipeline import Animator, RenderedChunk, bundled_portrait_png
+from realtime_avatar.store import AssetStore
+
+log = logging.getLogger("realtime_avatar.stages")
+
+ASSET_ID_CHARS = 32  # 128 bits of the content hash: ids are public, short enough for URLs
+
+
+class UnknownAssetError(InputError):
+    status = 404
+
+
+def _asset_id(*parts: bytes | str) -> str:
+    return content_hash(*parts)[:ASSET_ID_CHARS]
+
+
+def _load(engine: Any) -> None:
+    load = getattr(engine, "load", None)
+    if callable(load):
+        load()
+
+
+class SpeechRecognition:
+    """ASR: any audio container FFmpeg decodes -> text, language and timed segments."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        spec = settings.asr
+        self.engine = registry.build("asr", spec.name, spec.options)
+
+    def load(self) -> None:
+        _load(self.engine)
+
+    def transcribe(self, audio: bytes, language: str | None = None) -> dict[str, Any]:
+        pcm, sample_rate = load_audio(audio, max_seconds=self.settings.limits.max_asr_seconds)
+        return self.engine.transcribe(pcm, sample_rate, language).to_dict()
+
+
+class SpeechSynthesis:
+    """TTS: reference audio -> a stored voice; text -> audio chunks clause by clause."""
+
+    def __init__(self, settings: Settings, store: AssetStore) -> None:
+        self.settings, self.store = settings, store
+        spec = settings.tts
+        # The text limits live in the config's limits section, shared by every TTS engine.
+        self.engine = registry.build("tts", spec.name, {"limits": settings.limits.max_text_chars,
+                                                         **spec.options})
+
+    @property
+    def sample_rate(self) -> int:
+        return self.engine.sample_rate
+
+    def load(self) -> None:
+        _load(self.engine)
+
+    def prepare_voice(self, audio: bytes) -> dict[str, Any]:
+        voice_id = _asset_id("voice", audio, self.settings.tts.name)
+        limits = self.settings.limits
+        if not self.store.exists("voices", voice_id):
+            pcm, sample_rate = load_audio(audio, max_seconds=limits.max_voice_seconds)
+            require_duration(pcm, sample_rate, limits.min_voice_seconds)
+            voice = self.engine.prepare_voice(pcm, sample_rate)
+            self.store.put("voices", voice_id, voice.to_bytes())
+            event(log, "voice_prepared", voice_id=voice_id, seconds=round(voice.duration, 2))
+        voice = self.voice(voice_id)
+        assert voice is not None
+        return {"voice_id": voice_id, "engine": voice.engine, "seconds": round(voice.duration, 3)}
+
+    def voice(self, voice_id: str | None) -> Voice | None:
+        """The stored voice, or None (the engine's default voice) when no id is given."""
+        if voice_id is None:
+            return None
+        data = self.store.get("voices", voice_id) if _is_asset_id(voice_id) else None
+        if data is None:
+            raise UnknownAssetError(f"no voice with id {voice_id!r}; upload one to /v1/voices",
+                                    code="voice_not_found")
+        return Voice.from_bytes(data)
+
+    def stream(self, text: str, language: str, voice_id: str | None = None) -> Iterator[AudioChunk]:
+        """Bad text, language or voice raise here, before the first chunk."""
+        return self.engine.stream(text, language, self.voice(voice_id))
+
+
+class Animation:
+    """Avatar: a portrait image -> a stored avatar; audio chunks -> frames for that avatar."""
+
+    def __init__(self, settings: Settings, store: AssetStore) -> None:
+        self.settings, self.store = settings, store
+        spec = settings.avatar
+        self.renderer = registry.build("avatar", spec.name, spec.options)
+        self.default_avatar_id: str | None = None
+
+    def load(self) -> None:
+        _load(self.renderer)
+        self.default_avatar_id = self.prepare_avatar(bundled_portrait_png())["avatar_id"]
+
+    def prepare_avatar(self, image: bytes) -> dict[str, Any]:
+        size = self.settings.render.size
+        avatar_id = _asset_id("portrait", image, str(size), self.settings.avatar.name)
+        if not self.store.exists("avatars", avatar_id):
+            portrait = prepare_portrait(image, size=size, max_pixels=self.settings.limits.max_image_pixels)
+            self.store.put("avatars", avatar_id, portrait.to_bytes())
+            event(log, "avatar_prepared", avatar_id=avatar_id, size=size)
+        return {"avatar_id": avatar_id, "size": size}
+
+    def portrait(self, avatar_id: str | None) -> Portrait:
+        avatar_id = avatar_id or self.default_avatar_id
+        data = self.store.get("avatars", avatar_id) if avatar_id and _is_asset_id(avatar_id) else None
+        if data is None:
+            raise UnknownAssetError(f"no avatar with id {avatar_id!r}; upload one to /v1/avatars",
+                                    code="avatar_not_found")
+        return Portrait.from_bytes(data)
+
+    def animator(self, portrait: Portrait, sample_rate: int) -> Animator:
+        spec = self.settings.motion
+        options = {"seed": self.settings.render.seed, "fps": self.settings.render.fps, **spec.options}
+        return Animator(self.renderer, registry.build("motion", spec.name, options), portrait, sample_rate)
+
+
+def _is_asset_id(value: str) -> bool:
+    return len(value) == ASSET_ID_CHARS and all(c in "0123456789abcdef" for c in value)
+
+
+__all__ = ["Animation", "RenderedChunk", "SpeechRecognition", "SpeechSynthesis", "UnknownAssetError"]

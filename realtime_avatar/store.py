@@ -1,0 +1,226 @@
+"""Prepared state by id: voices (``POST /v1/voices``) and avatars (``POST /v1/avatars``), stored as bytes.
+
+``LocalAssetStore`` keeps them in an in-memory LRU over a disk directory (one ``BlobCache`` per kind).
+``GcsAssetStore`` puts a bucket behind that, so every node of a cluster sees what any node stored:
+reads try the local store first, then the bucket (filling the local store on a hit); writes go to the
+bucket, then the local store. ``build_store`` picks one from the settings.
+
+Kinds and ids are checked before anything touches a path or an object name: ids arrive in URLs and
+JSON, so only lower-case hex (what ``content_hash`` makes) is accepted and nothing can climb out of
+the store's directory or prefix.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from engines.errors import InputError
+from realtime_avatar.cache import BlobCache
+
+if TYPE_CHECKING:
+    from realtime_avatar.config import StoreSettings
+
+KINDS = ("voices", "avatars")
+_ASSET_ID = re.compile(r"[0-9a-f]{16,64}")
+
+GCS_TIMEOUT_S = 30.0  # per request
+GCS_RETRY_DEADLINE_S = 15.0  # retries of one call stop after this: an unreachable bucket fails in ~15 s
+
+
+class InvalidAssetIdError(InputError):
+    """An asset id that is not 16-64 lower-case hex digits (a ``ValueError``; answer 400)."""
+
+    code = "invalid_asset_id"
+
+
+class StoreUnavailableError(RuntimeError):
+    """The shared store (GCS) could not be reached or refused the request; the message says why."""
+
+    code = "store_unavailable"
+    status = 503
+
+
+def check_key(kind: str, asset_id: str) -> None:
+    """Raise ``ValueError`` unless ``kind`` is a known kind and ``asset_id`` is 16-64 lower-case hex."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown asset kind {kind!r}; known: {', '.join(KINDS)}")
+    # fullmatch, not match with "$": "$" would also accept a trailing newline.
+    if not isinstance(asset_id, str) or not _ASSET_ID.fullmatch(asset_id):
+        raise InvalidAssetIdError(
+            f"invalid {kind[:-1]} id {asset_id!r}: expected 16-64 lower-case hex digits"
+        )
+
+
+@runtime_checkable
+class AssetStore(Protocol):
+    """Bytes by (kind, id). Every method raises ``ValueError`` for an unknown kind or a malformed id."""
+
+    def get(self, kind: str, asset_id: str) -> bytes | None: ...
+
+    def put(self, kind: str, asset_id: str, data: bytes) -> None: ...
+
+    def exists(self, kind: str, asset_id: str) -> bool: ...
+
+
+class LocalAssetStore:
+    """One ``BlobCache`` per kind under ``root/kind``: an in-memory LRU of ``memory_items`` per kind,
+    over atomic files that outlive the process."""
+
+    def __init__(self, root: Path, memory_items: int = 32) -> None:
+        self.root = Path(root).expanduser()
+        self._caches = {kind: BlobCache(self.root / kind, memory_items=memory_items) for kind in KINDS}
+
+    def get(self, kind: str, asset_id: str) -> bytes | None:
+        check_key(kind, asset_id)
+        return self._caches[kind].get(asset_id)
+
+    def put(self, kind: str, asset_id: str, data: bytes) -> None:
+        check_key(kind, asset_id)
+        self._caches[kind].put(asset_id, bytes(data))
+
+    def exists(self, kind: str, asset_id: str) -> bool:
+        check_key(kind, asset_id)
+        # Every put lands on disk before it is remembered, so the file is the truth (and reading it
+        # just to answer "is it there" would evict something useful from the LRU).
+        return self._caches[kind]._path(asset_id).is_file()
+
+
+class GcsAssetStore:
+    """Objects at ``{prefix}/{kind}/{asset_id}`` in ``bucket``, in front of an optional local store.
+
+    ``client`` defaults to ``google.cloud.storage.Client()``, made on first use (it honours
+    ``STORAGE_EMULATOR_HOST`` and application default credentials). With ``local=None`` every read
+    goes to the bucket. A missing object reads as ``None``; any other failure of the bucket (network,
+    credentials, permissions, a missing bucket on write) raises ``StoreUnavailableError``.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        local: LocalAssetStore | None = None,
+        client: Any = None,
+        *,
+        timeout_s: float = GCS_TIMEOUT_S,
+        retry_deadline_s: float = GCS_RETRY_DEADLINE_S,
+    ) -> None:
+        if not bucket or "/" in bucket:
+            raise ValueError(f"invalid bucket name {bucket!r}: give the bare name, without gs:// or a path")
+        self.bucket_name = bucket
+        self.prefix = prefix.strip("/")
+        self.local = local
+        self.timeout_s = timeout_s
+        self.retry_deadline_s = retry_deadline_s
+        self._client = client
+        self._bucket: Any = None
+        self._lock = threading.Lock()
+
+    def object_name(self, kind: str, asset_id: str) -> str:
+        check_key(kind, asset_id)
+        return f"{self.prefix}/{kind}/{asset_id}" if self.prefix else f"{kind}/{asset_id}"
+
+    def get(self, kind: str, asset_id: str) -> bytes | None:
+        name = self.object_name(kind, asset_id)
+        if self.local is not None and (data := self.local.get(kind, asset_id)) is not None:
+            return data
+        gcs = _gcs()
+        try:
+            data = self._blob(name).download_as_bytes(timeout=self.timeout_s, retry=self._retry())
+        except gcs.not_found:
+            return None
+        except gcs.errors as exc:
+            raise self._unavailable("read", name, exc) from exc
+        if self.local is not None:
+            self.local.put(kind, asset_id, data)
+        return data
+
+    def put(self, kind: str, asset_id: str, data: bytes) -> None:
+        name = self.object_name(kind, asset_id)
+        data = bytes(data)
+        gcs = _gcs()
+        # The bucket first: an id handed out must be readable from every node, so a failed upload
+        # leaves nothing behind locally either. Ids are content hashes, so a re-upload is harmless.
+        try:
+            self._blob(name).upload_from_string(
+                data, content_type="application/octet-stream", timeout=self.timeout_s, retry=self._retry()
+            )
+        except gcs.errors as exc:  # NotFound here means the bucket itself is missing
+            raise self._unavailable("write", name, exc) from exc
+        if self.local is not None:
+            self.local.put(kind, asset_id, data)
+
+    def exists(self, kind: str, asset_id: str) -> bool:
+        name = self.object_name(kind, asset_id)
+        if self.local is not None and self.local.exists(kind, asset_id):
+            return True
+        gcs = _gcs()
+        try:
+            return bool(self._blob(name).exists(timeout=self.timeout_s, retry=self._retry()))
+        except gcs.errors as exc:
+            raise self._unavailable("check", name, exc) from exc
+
+    def _blob(self, name: str) -> Any:
+        with self._lock:
+            if self._bucket is None:
+                gcs = _gcs()
+                try:
+                    client = self._client if self._client is not None else gcs.storage.Client()
+                except gcs.errors as exc:
+                    raise StoreUnavailableError(
+                        f"cannot create a GCS client for gs://{self.bucket_name}: {exc}"
+                    ) from exc
+                self._client = client
+                self._bucket = client.bucket(self.bucket_name)
+            return self._bucket.blob(name)
+
+    def _retry(self) -> Any:
+        return _gcs().default_retry.with_timeout(self.retry_deadline_s)
+
+    def _unavailable(self, action: str, name: str, exc: BaseException) -> StoreUnavailableError:
+        return StoreUnavailableError(
+            f"cannot {action} gs://{self.bucket_name}/{name}: {type(exc).__name__}: {exc}"
+        )
+
+
+class _Gcs:
+    """google-cloud-storage and the exceptions it raises, imported on first use."""
+
+    def __init__(self) -> None:
+        try:
+            from google.api_core.exceptions import GoogleAPIError, NotFound
+            from google.auth.exceptions import GoogleAuthError
+            from google.cloud import storage
+            from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
+            from google.cloud.storage.retry import DEFAULT_RETRY
+            from requests.exceptions import RequestException
+        except ImportError as exc:
+            raise StoreUnavailableError(
+                f"a GCS asset store needs google-cloud-storage (pip install google-cloud-storage): {exc}"
+            ) from exc
+        self.storage = storage
+        self.default_retry = DEFAULT_RETRY
+        self.not_found: type[BaseException] = NotFound
+        self.errors: tuple[type[BaseException], ...] = (
+            GoogleAPIError, GoogleAuthError, RequestException, InvalidResponse, DataCorruption,
+        )
+
+
+_GCS: _Gcs | None = None
+
+
+def _gcs() -> _Gcs:
+    global _GCS
+    if _GCS is None:
+        _GCS = _Gcs()
+    return _GCS
+
+
+def build_store(settings_store: StoreSettings, cache_path: Path) -> AssetStore:
+    """GCS (with ``cache_path/assets`` as its local layer) when a bucket is set, else the local store."""
+    local = LocalAssetStore(Path(cache_path) / "assets", memory_items=settings_store.memory_items)
+    if settings_store.bucket:
+        return GcsAssetStore(settings_store.bucket, settings_store.prefix, local=local)
+    return local
