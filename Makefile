@@ -7,7 +7,7 @@ DEMO_EN := Hello! I am a realtime avatar. I can speak English, Mandarin and Span
 DEMO_ZH := 你好！我是一个实时数字人，很高兴认识你。
 DEMO_ES := ¡Hola! Soy un avatar en tiempo real. Encantado de conocerte.
 
-.PHONY: setup run demo test lint bench eval clean
+.PHONY: setup run render demo test lint bench bench-serve loadtest eval clean
 
 setup: $(STAMP)
 
@@ -15,8 +15,13 @@ $(STAMP): pyproject.toml scripts/setup.sh
 	./scripts/setup.sh
 	touch $(STAMP)
 
-# README command 1: render a talking-head MP4 with the bundled CPU models.
+# README command 1: serve the HTTP API (Ray Serve, cpu profile, bundled models) on 127.0.0.1:8000;
+# it prints the URL and a curl line that renders an MP4. Ctrl-C stops it.
 run: setup
+	$(BIN)/avatar serve --profile cpu
+
+# One MP4 from the command line, no server.
+render: setup
 	$(BIN)/avatar render --text "$(DEMO_EN)" --lang en -o $(OUT)/quickstart.mp4
 
 demo: setup
@@ -34,6 +39,18 @@ lint: setup
 
 bench: setup
 	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks.serving
+
+# Serve overhead, time to first fragment, and locust at 1/2/4 users (starts its own cpu server).
+bench-serve: setup
+	$(BIN)/python -m benchmarks.serving
+
+# Locust, headless, CSV in out/loadtest/ (against HOST, or a cpu server it starts for the run).
+HOST ?= http://127.0.0.1:8000
+USERS ?= 4
+DURATION ?= 60s
+loadtest: setup
+	$(BIN)/python -m loadtest.run --host $(HOST) --users $(USERS) --duration $(DURATION) --csv $(OUT)/loadtest/locust
 
 # The five scenarios x 3 repeats, measured on the MP4s: JSON per run + summary in evaluator/outputs/.
 eval: setup

@@ -41,7 +41,8 @@ class AvatarDeployment:
         async for chunk in self.tts.stream.remote(text, language, voice_id, request_id=request_id):
             if animator is None:
                 animator = self.stage.animator(portrait, chunk.sample_rate)
-            yield await self.health.call(request_id, animator.feed, chunk)
+            async for part in self.health.iterate(request_id, animator.feed(chunk)):
+                yield part
         if animator is not None:
             tail = await self.health.call(request_id, animator.finish)
             if tail is not None:

@@ -224,7 +224,8 @@ class Ingress:
         self, first: RenderedChunk, chunks: AsyncIterator[RenderedChunk], rid: str, started: float
     ) -> AsyncIterator[bytes]:
         logs.request_id.set(rid)
-        writer = FragmentedMp4Writer(**self._writer_args(first))
+        writer = FragmentedMp4Writer(**self._writer_args(first),
+                                     keyframe_seconds=self.settings.render.fragment_seconds)
         sent = 0
         try:
             chunk: RenderedChunk | None = first

@@ -6,6 +6,7 @@ here is what ``serve deploy`` would run on a cluster (``--print-config`` writes 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import re
@@ -13,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,31 +68,44 @@ def curl_example(base_url: str) -> str:
             "-d '{\"text\": \"Hello! I am a realtime avatar.\", \"language\": \"en\"}' -o hello.mp4")
 
 
-def serve_forever(config: dict[str, Any]) -> None:
+@contextlib.contextmanager
+def running(config: dict[str, Any]) -> Iterator[str]:
+    """Start the config's apps with Ray Serve (a local Ray unless RAY_ADDRESS names a cluster), yield
+    the base URL once they are deployed, and shut down what was started."""
     import ray
     from ray import serve
 
-    if not ray.is_initialized():
+    started_ray = not ray.is_initialized()
+    if started_ray:
         address = os.environ.get("RAY_ADDRESS")
-        ray.init(address=address) if address else ray.init(include_dashboard=False)
+        ray.init(address=address) if address else ray.init(include_dashboard=False, log_to_driver=False)
     http = config.get("http_options", {})
-    serve.start(http_options=http, proxy_location=config.get("proxy_location", "HeadOnly"))
-    print("starting deployments (first start loads the models)...", file=sys.stderr, flush=True)
+    try:
+        serve.start(http_options=http, proxy_location=config.get("proxy_location", "HeadOnly"))
+        for app in config["applications"]:
+            serve.run(build_application(app), name=app["name"], route_prefix=app.get("route_prefix", "/"))
+        host = http.get("host", "127.0.0.1")
+        yield f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{http.get('port', 8000)}"
+    finally:
+        with contextlib.suppress(Exception):
+            serve.shutdown()
+        if started_ray:
+            ray.shutdown()
+
+
+def serve_forever(config: dict[str, Any]) -> None:
+    print("starting Ray Serve and the deployments (the first start loads the models)...", file=sys.stderr,
+          flush=True)
     started = time.perf_counter()
-    for app in config["applications"]:
-        serve.run(build_application(app), name=app["name"], route_prefix=app.get("route_prefix", "/"))
-    host = http.get("host", "127.0.0.1")
-    base_url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{http.get('port', 8000)}"
-    ready_s = time.perf_counter() - started
-    print(f"serving on {base_url} (ready in {ready_s:.0f} s); API docs: {base_url}/docs")
-    print(f"render an MP4:\n  {curl_example(base_url)}", flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    print("shutting down...", file=sys.stderr)
-    serve.shutdown()
-    ray.shutdown()
+    with running(config) as base_url:
+        print(f"serving on {base_url} (ready in {time.perf_counter() - started:.0f} s); "
+              f"API docs: {base_url}/docs")
+        print(f"render an MP4:\n  {curl_example(base_url)}", flush=True)
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        stop.wait()
+        print("shutting down...", file=sys.stderr)
 
 
 def main(profile: str, config_path: Path | None, print_config: bool) -> int:

@@ -54,6 +54,10 @@ class RenderSettings(BaseModel):
     fps: int = 25
     seed: int = 0
     crf: int = 23
+    # Streaming (Serve): frames leave the avatar stage in parts of this many seconds, and a streamed
+    # MP4 gets a keyframe, hence a fragment, this often. Smaller: an earlier first fragment.
+    part_seconds: float = Field(default=0.5, gt=0)
+    fragment_seconds: float = Field(default=0.5, gt=0)
 
     @field_validator("size")
     @classmethod

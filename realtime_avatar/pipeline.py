@@ -111,20 +111,30 @@ def _read_source(source: bytes | str | Path, limit: int, what: str) -> bytes:
 class Animator:
     """Audio chunks of one utterance -> frames; motion state (blinks, head) carries across chunks.
 
-    Shared by the file pipeline and the Serve avatar stage, which feeds it chunks as they stream in.
+    Shared by the file pipeline and the Serve avatar stage, which feeds it chunks as they stream in
+    and sends each chunk's frames on in parts of at most ``part_frames``, so encoding and delivery
+    start before a long clause is fully drawn.
     """
 
-    def __init__(self, renderer: Any, motion: Any, portrait: Portrait, sample_rate: int) -> None:
+    def __init__(
+        self, renderer: Any, motion: Any, portrait: Portrait, sample_rate: int, part_frames: int | None = None
+    ) -> None:
         self.renderer, self.motion, self.portrait, self.sample_rate = renderer, motion, portrait, sample_rate
+        self.part_frames = part_frames
         self._index = 0
 
-    def feed(self, chunk: AudioChunk) -> RenderedChunk:
-        frames = self._frames(self.motion.from_audio(chunk.pcm, chunk.sample_rate))
-        rendered = RenderedChunk(
-            self._index, chunk.text, chunk.language, chunk.pcm, chunk.sample_rate, frames
-        )
-        self._index += 1
-        return rendered
+    def feed(self, chunk: AudioChunk) -> Iterator[RenderedChunk]:
+        """The chunk's frames in parts; the first part carries the chunk's audio and text."""
+        track = self.motion.from_audio(chunk.pcm, chunk.sample_rate)
+        step = self.part_frames or max(len(track), 1)
+        for start in range(0, max(len(track), 1), step):
+            first = start == 0
+            yield RenderedChunk(
+                self._index, chunk.text if first else "", chunk.language if first else "",
+                chunk.pcm if first else np.zeros(0, np.float32), chunk.sample_rate,
+                self._frames(track[start:start + step]),
+            )
+            self._index += 1
 
     def finish(self) -> RenderedChunk | None:
         """The frames of the audio's last partial frame, if any."""
@@ -213,7 +223,7 @@ class AvatarPipeline:
         animator = Animator(self.renderer, self.new_motion(), portrait, self.tts.sample_rate)
         for chunk in _timed(self.tts.stream(text, language, voice), timer, "tts_ms"):
             started = time.perf_counter()
-            rendered = animator.feed(chunk)
+            (rendered,) = animator.feed(chunk)  # one part: the file is written in whole chunks
             timer.add("avatar_render_ms", started)
             yield rendered
         started = time.perf_counter()

@@ -133,9 +133,11 @@ class Animation:
         return Portrait.from_bytes(data)
 
     def animator(self, portrait: Portrait, sample_rate: int) -> Animator:
-        spec = self.settings.motion
-        options = {"seed": self.settings.render.seed, "fps": self.settings.render.fps, **spec.options}
-        return Animator(self.renderer, registry.build("motion", spec.name, options), portrait, sample_rate)
+        render, spec = self.settings.render, self.settings.motion
+        options = {"seed": render.seed, "fps": render.fps, **spec.options}
+        part_frames = max(1, round(render.part_seconds * render.fps))
+        return Animator(self.renderer, registry.build("motion", spec.name, options), portrait, sample_rate,
+                        part_frames)
 
 
 def _is_asset_id(value: str) -> bool:

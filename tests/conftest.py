@@ -1,6 +1,5 @@
 import contextlib
 import ctypes
-import os
 import signal
 import socket
 import subprocess
@@ -95,27 +94,22 @@ def gcs_emulator() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def api_server(tmp_path_factory) -> Iterator[str]:
-    """The real Serve graph (cpu profile) on a free loopback port, one per session; yields its URL."""
-    import ray
-    from ray import serve
+    """The real Serve graph (cpu profile of serve_config.yaml) on a free loopback port, one per session."""
+    import httpx
 
-    from graphs.avatar_app import build_app
+    from graphs.launch import resolve, running
 
-    port = _free_port()
+    config = resolve("cpu")
+    config["http_options"]["port"] = _free_port()
+    config["applications"][0]["args"]["log_level"] = "WARNING"
     with pytest.MonkeyPatch.context() as patch:
         # Settings are resolved here, in the driver, and handed to every replica.
         patch.setenv("AVATAR_CACHE_DIR", str(tmp_path_factory.mktemp("serve-cache")))
-        ray.init(num_cpus=os.cpu_count() or 2, include_dashboard=False, log_to_driver=False)
-        try:
-            serve.start(http_options={"host": "127.0.0.1", "port": port})
-            serve.run(build_app({"profile": "cpu", "log_level": "WARNING"}), name="avatar", route_prefix="/")
-            base = f"http://127.0.0.1:{port}"
+        with running(config) as base:
             wait_ready(base)
+            # First calls pay one-off costs (phonemizer dictionaries, ONNX sessions): not the tests' to time.
+            httpx.post(f"{base}/v1/render", json={"text": "Warming up.", "language": "en"}, timeout=120)
             yield base
-        finally:
-            with contextlib.suppress(Exception):
-                serve.shutdown()
-            ray.shutdown()
 
 
 def wait_ready(base: str, timeout_s: float = 120) -> None:
