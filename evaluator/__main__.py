@@ -1,7 +1,7 @@
 """``python -m evaluator run [--scenarios all|NAME...] [--repeats N] [--voice REF.wav] [--image PORTRAIT]``.
 
 Renders in-process with the configured engines (AVATAR_PROFILE / AVATAR_* select them). ``--target URL``
-is reserved for the Ray Serve HTTP API, which does not exist yet: it exits 2 with "not available yet".
+(rendering through the HTTP API) is not implemented yet: it exits 2 with "not implemented yet".
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="render the scenarios, measure them, print the summary")
     run.add_argument("--scenarios", nargs="+", default=["all"], help="'all' or scenario names")
     run.add_argument("--repeats", type=int, default=3, help="runs per scenario (default 3)")
-    run.add_argument("--target", help="HTTP API base URL: not available yet (exit 2)")
+    run.add_argument("--target", help="HTTP API base URL: not implemented yet (exit 2)")
     run.add_argument("--voice", type=Path, default=DEFAULT_VOICE,
                      help="reference voice, also passed to the TTS (default: tests/data/LJ001-0001.wav)")
     run.add_argument("--image", type=Path, help="portrait (default: the bundled one)")
@@ -59,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logs.configure("WARNING")
     if args.target:
-        print(f"error: --target {args.target}: the Ray Serve HTTP API is not available yet; "
-              "run without --target to evaluate in-process", file=sys.stderr)
+        print(f"error: --target {args.target}: evaluating through the HTTP API is not implemented yet "
+              "(the API returns no per-segment timings); run without --target to evaluate in-process",
+              file=sys.stderr)
         return 2
     if args.repeats < 1:
         print("error: --repeats must be at least 1", file=sys.stderr)

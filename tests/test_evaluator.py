@@ -179,6 +179,6 @@ def test_a_real_run_writes_the_exact_shape(tmp_path):
 
 def test_cli_refuses_target_and_unknown_scenarios(tmp_path, capsys):
     assert evaluator_main(["run", "--target", "http://127.0.0.1:1", "--output", str(tmp_path)]) == 2
-    assert "not available yet" in capsys.readouterr().err
+    assert "not implemented yet" in capsys.readouterr().err
     assert evaluator_main(["run", "--scenarios", "XX", "--output", str(tmp_path)]) == 2
     assert not list(tmp_path.iterdir())
