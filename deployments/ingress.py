@@ -76,9 +76,15 @@ class Transcription(BaseModel):
     segments: list[dict[str, Any]]
 
 
-MEDIA = {
-    "video/mp4": {"schema": {"type": "string", "format": "binary"}},
-}
+BINARY = {"schema": {"type": "string", "format": "binary"}}
+MEDIA = {"video/mp4": BINARY}
+
+
+def _upload_body(*media_types: str) -> dict[str, Any]:
+    """OpenAPI for a route that reads its upload itself: a raw body, or a multipart ``file`` part."""
+    form = {"type": "object", "properties": {"file": BINARY["schema"]}, "required": ["file"]}
+    content = {t: BINARY for t in media_types} | {"multipart/form-data": {"schema": form}}
+    return {"requestBody": {"required": True, "content": content}}
 
 
 def _request_id(request: Request) -> str:
@@ -116,20 +122,23 @@ class Ingress:
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.post("/v1/voices", response_model=VoiceCreated, status_code=201,
-              summary="upload reference audio (>= 2 s): raw audio/* body or multipart 'file'")
+              summary="upload reference audio (>= 2 s): raw audio/* body or multipart 'file'",
+              openapi_extra=_upload_body(*AUDIO_TYPES))
     async def create_voice(self, request: Request) -> dict[str, Any]:
         rid = _request_id(request)
         data = await read_upload(request, AUDIO_TYPES, self.settings.limits.max_upload_bytes, "voice")
         return await self._guard(self.tts.prepare_voice.remote(data, request_id=rid))
 
     @app.post("/v1/avatars", response_model=AvatarCreated, status_code=201,
-              summary="upload a portrait: raw image/* body or multipart 'file'")
+              summary="upload a portrait: raw image/* body or multipart 'file'",
+              openapi_extra=_upload_body(*IMAGE_TYPES))
     async def create_avatar(self, request: Request) -> dict[str, Any]:
         rid = _request_id(request)
         data = await read_upload(request, IMAGE_TYPES, self.settings.limits.max_upload_bytes, "image")
         return await self._guard(self.avatar.prepare_avatar.remote(data, request_id=rid))
 
-    @app.post("/v1/asr", response_model=Transcription, summary="speech (any audio container) -> text")
+    @app.post("/v1/asr", response_model=Transcription, summary="speech (any audio container) -> text",
+              openapi_extra=_upload_body(*AUDIO_TYPES))
     async def transcribe(
         self, request: Request, language: str | None = Query(None, description="force a language")
     ) -> dict[str, Any]:

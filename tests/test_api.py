@@ -64,6 +64,8 @@ def test_health_readiness_and_openapi(client):
     paths = client.get("/openapi.json").json()["paths"]
     for path in ("/healthz", "/readyz", "/v1/voices", "/v1/avatars", "/v1/render", "/v1/tts", "/v1/asr"):
         assert path in paths
+    upload = paths["/v1/voices"]["post"]["requestBody"]["content"]
+    assert "audio/*" in upload and "multipart/form-data" in upload
     assert client.get("/docs").status_code == 200
 
 
