@@ -101,6 +101,12 @@ class Ingress:
         self.asr, self.tts, self.avatar = asr, tts, avatar
         app.state.retry_after_s = self.settings.serve.retry_after_s
 
+    def check_health(self) -> None:
+        # Whole-MP4 renders are muxed into a temp file: a full or read-only temp dir breaks every render.
+        with tempfile.NamedTemporaryFile(prefix="health-", suffix=".part") as probe:
+            probe.write(b"ok")
+            probe.flush()
+
     @app.get("/healthz", summary="the ingress process is up")
     async def healthz(self) -> dict[str, str]:
         return {"status": "ok"}

@@ -30,6 +30,10 @@ class BlobCache:
     def _path(self, key: str) -> Path:
         return self.directory / key[:2] / key
 
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` is stored; every put lands on disk first, so the file is the truth."""
+        return self._path(key).is_file()
+
     def get(self, key: str) -> bytes | None:
         with self._lock:
             if key in self._memory:

@@ -83,9 +83,8 @@ class LocalAssetStore:
 
     def exists(self, kind: str, asset_id: str) -> bool:
         check_key(kind, asset_id)
-        # Every put lands on disk before it is remembered, so the file is the truth (and reading it
-        # just to answer "is it there" would evict something useful from the LRU).
-        return self._caches[kind]._path(asset_id).is_file()
+        # Not a get: reading the bytes just to answer "is it there" would reshuffle the LRU.
+        return self._caches[kind].exists(asset_id)
 
 
 class GcsAssetStore:

@@ -9,6 +9,7 @@ from ray.serve.exceptions import BackPressureError
 from deployments.common import StageHealth
 from deployments.http import to_api_error
 from engines.errors import EmptyTextError, InputError, NoFaceError
+from realtime_avatar.store import StoreUnavailableError
 
 
 def _wrapped(cause: Exception) -> Exception:
@@ -21,6 +22,11 @@ def test_a_stage_input_error_keeps_its_status_code_and_message():
     assert (error.status, error.code, error.message) == (422, "no_face", "no face found in the image")
     custom = to_api_error(_wrapped(InputError("bad voice", code="voice_mismatch")), 2)
     assert (custom.status, custom.code) == (400, "voice_mismatch")
+
+
+def test_an_unreachable_store_is_503_with_retry_after():
+    error = to_api_error(_wrapped(StoreUnavailableError("cannot read gs://bucket/avatars/x: timed out")), 2)
+    assert (error.status, error.code, error.headers) == (503, "store_unavailable", {"Retry-After": "2"})
 
 
 def test_backpressure_is_503_with_retry_after():
