@@ -13,8 +13,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.common import StageHealth, settings_from
-from realtime_avatar.pipeline import RenderedChunk
-from realtime_avatar.stages import Animation
+from realtime_avatar.stages import Animation, RenderedChunk
 from realtime_avatar.store import build_store
 
 
@@ -37,10 +36,10 @@ class AvatarDeployment:
         self, text: str, language: str, voice_id: str | None, avatar_id: str | None, request_id: str = "-"
     ) -> AsyncIterator[RenderedChunk]:
         portrait = await self.health.call(request_id, self.stage.portrait, avatar_id)  # 404 before any TTS
-        animator = None
+        animator, part_seconds = None, self.stage.settings.render.part_seconds
         async for chunk in self.tts.stream.remote(text, language, voice_id, request_id=request_id):
             if animator is None:
-                animator = self.stage.animator(portrait, chunk.sample_rate)
+                animator = self.stage.animator(portrait, chunk.sample_rate, part_seconds)
             async for part in self.health.iterate(request_id, animator.feed(chunk)):
                 yield part
         if animator is not None:

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from engines.errors import InputError, ModelUnavailableError
 from realtime_avatar import logs
 from realtime_avatar.logs import event
-from realtime_avatar.pipeline import UploadTooLargeError
+from realtime_avatar.stages import UploadTooLargeError
 from realtime_avatar.store import StoreUnavailableError
 
 log = logging.getLogger("realtime_avatar.api")

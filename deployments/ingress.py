@@ -28,7 +28,7 @@ from engines.media.audio import wav_bytes
 from engines.media.mp4 import FragmentedMp4Writer, Mp4Writer
 from realtime_avatar import logs
 from realtime_avatar.logs import event
-from realtime_avatar.pipeline import RenderedChunk
+from realtime_avatar.stages import RenderedChunk
 
 log = logging.getLogger("realtime_avatar.api")
 T = TypeVar("T")

@@ -14,26 +14,25 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from engines import registry
-from engines.avatar.portrait import Portrait, prepare_portrait
+from engines.avatar.portrait import Portrait
 from engines.errors import EmptyTextError, InputError
-from engines.media.audio import load_audio, require_duration
 from engines.media.mp4 import Mp4Writer
-from engines.tts.base import AudioChunk, Voice
-from realtime_avatar.cache import BlobCache, content_hash
+from engines.tts.base import Voice
 from realtime_avatar.config import Settings, get_settings
 from realtime_avatar.logs import event
+from realtime_avatar.stages import (
+    Animation,
+    RenderedChunk,
+    SpeechRecognition,
+    SpeechSynthesis,
+    UploadTooLargeError,
+    bundled_portrait_png,
+)
+from realtime_avatar.store import build_store
 
 log = logging.getLogger("realtime_avatar.pipeline")
 
 ProgressCallback = Callable[["RenderedChunk"], None]
-
-
-class UploadTooLargeError(InputError):
-    code = "upload_too_large"
-    status = 413
 
 
 @dataclass
@@ -44,20 +43,6 @@ class StageTimer:
 
     def add(self, stage: str, started: float) -> None:
         self.ms[stage] = self.ms.get(stage, 0.0) + (time.perf_counter() - started) * 1000
-
-
-@dataclass
-class RenderedChunk:
-    index: int
-    text: str
-    language: str
-    pcm: np.ndarray
-    sample_rate: int
-    frames: np.ndarray
-
-    @property
-    def audio_seconds(self) -> float:
-        return self.pcm.size / self.sample_rate
 
 
 @dataclass(frozen=True)
@@ -83,16 +68,6 @@ class RenderReport:
         return self.timings_ms["total_generation_ms"] / 1000 / max(self.audio_seconds, 1e-9)
 
 
-def bundled_portrait_png() -> bytes:
-    """The default portrait: scikit-image's public-domain astronaut (ships inside the wheel)."""
-    import cv2
-    from skimage import data
-
-    ok, encoded = cv2.imencode(".png", cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
-    assert ok
-    return encoded.tobytes()
-
-
 def _read_source(source: bytes | str | Path, limit: int, what: str) -> bytes:
     if isinstance(source, bytes):
         data = source
@@ -108,119 +83,61 @@ def _read_source(source: bytes | str | Path, limit: int, what: str) -> bytes:
     return data
 
 
-class Animator:
-    """Audio chunks of one utterance -> frames; motion state (blinks, head) carries across chunks.
-
-    Shared by the file pipeline and the Serve avatar stage, which feeds it chunks as they stream in
-    and sends each chunk's frames on in parts of at most ``part_frames``, so encoding and delivery
-    start before a long clause is fully drawn.
-    """
-
-    def __init__(
-        self, renderer: Any, motion: Any, portrait: Portrait, sample_rate: int, part_frames: int | None = None
-    ) -> None:
-        self.renderer, self.motion, self.portrait, self.sample_rate = renderer, motion, portrait, sample_rate
-        self.part_frames = part_frames
-        self._index = 0
-
-    def feed(self, chunk: AudioChunk) -> Iterator[RenderedChunk]:
-        """The chunk's frames in parts; the first part carries the chunk's audio and text."""
-        track = self.motion.from_audio(chunk.pcm, chunk.sample_rate)
-        step = self.part_frames or max(len(track), 1)
-        for start in range(0, max(len(track), 1), step):
-            first = start == 0
-            yield RenderedChunk(
-                self._index, chunk.text if first else "", chunk.language if first else "",
-                chunk.pcm if first else np.zeros(0, np.float32), chunk.sample_rate,
-                self._frames(track[start:start + step]),
-            )
-            self._index += 1
-
-    def finish(self) -> RenderedChunk | None:
-        """The frames of the audio's last partial frame, if any."""
-        tail = self._frames(self.motion.flush())
-        if not len(tail):
-            return None
-        return RenderedChunk(self._index, "", "", np.zeros(0, np.float32), self.sample_rate, tail)
-
-    def _frames(self, track: Any) -> np.ndarray:
-        if not len(track):
-            size = self.portrait.size
-            return np.zeros((0, size, size, 3), np.uint8)
-        return self.renderer.render(self.portrait, track)
-
-
 class AvatarPipeline:
+    """The whole render in one process (CLI, evaluator, benchmarks), on the same stages and asset
+    store as the Serve deployments, drained to an MP4."""
+
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
-        self._portraits = BlobCache(self.settings.cache_path / "portraits")
-        self._voices = BlobCache(self.settings.cache_path / "voices")
+        self.store = build_store(self.settings.store, self.settings.cache_path)
+
+    @cached_property
+    def speech(self) -> SpeechSynthesis:
+        return SpeechSynthesis(self.settings, self.store)
+
+    @cached_property
+    def animation(self) -> Animation:
+        return Animation(self.settings, self.store)
 
     @cached_property
     def asr(self) -> Any:
-        spec = self.settings.asr
-        return registry.build("asr", spec.name, spec.options)
+        """The ASR engine (the evaluator and benchmarks listen to renders with it)."""
+        return SpeechRecognition(self.settings).engine
 
-    @cached_property
+    @property
     def tts(self) -> Any:
-        spec = self.settings.tts
-        # The text limits live in the config's limits section, shared by every TTS engine.
-        options = {"limits": self.settings.limits.max_text_chars, **spec.options}
-        return registry.build("tts", spec.name, options)
+        return self.speech.engine
 
-    @cached_property
+    @property
     def renderer(self) -> Any:
-        spec = self.settings.avatar
-        return registry.build("avatar", spec.name, spec.options)
+        return self.animation.renderer
 
     def warm_up(self) -> None:
         """Load every engine's models now, so no request pays the load (or counts it as synthesis)."""
-        for engine in (self.tts, self.renderer):
-            load = getattr(engine, "load", None)
-            if callable(load):
-                load()
+        self.speech.load()
+        self.animation.load()
 
     def new_motion(self) -> Any:
         """Motion generators carry blink/head state across chunks, so each render gets its own."""
-        spec = self.settings.motion
-        options = {"seed": self.settings.render.seed, "fps": self.settings.render.fps, **spec.options}
-        return registry.build("motion", spec.name, options)
+        return self.animation.new_motion()
 
     def prepare_portrait(self, image: bytes | str | Path | None = None) -> Portrait:
         data = bundled_portrait_png() if image is None else _read_source(
             image, self.settings.limits.max_upload_bytes, "image"
         )
-        size = self.settings.render.size
-        key = content_hash("portrait", data, str(size), self.settings.avatar.name)
-        cached = self._portraits.get(key)
-        if cached is not None:
-            return Portrait.from_bytes(cached)
-        portrait = prepare_portrait(data, size=size, max_pixels=self.settings.limits.max_image_pixels)
-        self._portraits.put(key, portrait.to_bytes())
-        event(log, "portrait_prepared", key=key[:12], size=size)
-        return portrait
+        return self.animation.portrait(self.animation.prepare_avatar(data)["avatar_id"])
 
     def prepare_voice(self, audio: bytes | str | Path | None = None) -> Voice | None:
         if audio is None:
             return None
-        limits = self.settings.limits
-        data = _read_source(audio, limits.max_upload_bytes, "voice")
-        key = content_hash("voice", data, self.settings.tts.name)
-        cached = self._voices.get(key)
-        if cached is not None:
-            return Voice.from_bytes(cached)
-        pcm, sample_rate = load_audio(data, max_seconds=limits.max_voice_seconds)
-        require_duration(pcm, sample_rate, limits.min_voice_seconds)
-        voice = self.tts.prepare_voice(pcm, sample_rate)
-        self._voices.put(key, voice.to_bytes())
-        event(log, "voice_prepared", key=key[:12], seconds=round(pcm.size / sample_rate, 2))
-        return voice
+        data = _read_source(audio, self.settings.limits.max_upload_bytes, "voice")
+        return self.speech.voice(self.speech.prepare_voice(data)["voice_id"])
 
     def stream(
         self, text: str, language: str, portrait: Portrait, voice: Voice | None, timer: StageTimer
     ) -> Iterator[RenderedChunk]:
         """Yield audio + frames clause by clause; the first chunk is ready after one clause of work."""
-        animator = Animator(self.renderer, self.new_motion(), portrait, self.tts.sample_rate)
+        animator = self.animation.animator(portrait, self.tts.sample_rate, part_seconds=None)
         for chunk in _timed(self.tts.stream(text, language, voice), timer, "tts_ms"):
             started = time.perf_counter()
             (rendered,) = animator.feed(chunk)  # one part: the file is written in whole chunks
@@ -308,3 +225,6 @@ def _timed(items: Iterator[Any], timer: StageTimer, stage: str) -> Iterator[Any]
         if item is None:
             return
         yield item
+
+
+__all__ = ["AvatarPipeline", "RenderReport", "RenderedChunk", "SpokenSegment", "bundled_portrait_png"]

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from engines import registry
 from engines.avatar.portrait import Portrait, prepare_portrait
@@ -19,7 +22,6 @@ from engines.tts.base import AudioChunk, Voice
 from realtime_avatar.cache import content_hash
 from realtime_avatar.config import Settings
 from realtime_avatar.logs import event
-from realtime_avatar.pipeline import Animator, RenderedChunk, bundled_portrait_png
 from realtime_avatar.store import AssetStore
 
 log = logging.getLogger("realtime_avatar.stages")
@@ -29,6 +31,79 @@ ASSET_ID_CHARS = 32  # 128 bits of the content hash: ids are public, short enoug
 
 class UnknownAssetError(InputError):
     status = 404
+
+
+class UploadTooLargeError(InputError):
+    code = "upload_too_large"
+    status = 413
+
+
+@dataclass
+class RenderedChunk:
+    """A piece of an utterance: its audio (empty for later parts of a chunk) and the frames drawn for it."""
+
+    index: int
+    text: str
+    language: str
+    pcm: np.ndarray
+    sample_rate: int
+    frames: np.ndarray
+
+    @property
+    def audio_seconds(self) -> float:
+        return self.pcm.size / self.sample_rate
+
+
+def bundled_portrait_png() -> bytes:
+    """The default portrait: scikit-image's public-domain astronaut (ships inside the wheel)."""
+    import cv2
+    from skimage import data
+
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
+    assert ok
+    return encoded.tobytes()
+
+
+class Animator:
+    """Audio chunks of one utterance -> frames; motion state (blinks, head) carries across chunks.
+
+    Shared by the file pipeline and the Serve avatar stage, which feeds it chunks as they stream in
+    and sends each chunk's frames on in parts of at most ``part_frames``, so encoding and delivery
+    start before a long clause is fully drawn.
+    """
+
+    def __init__(
+        self, renderer: Any, motion: Any, portrait: Portrait, sample_rate: int, part_frames: int | None = None
+    ) -> None:
+        self.renderer, self.motion, self.portrait, self.sample_rate = renderer, motion, portrait, sample_rate
+        self.part_frames = part_frames
+        self._index = 0
+
+    def feed(self, chunk: AudioChunk) -> Iterator[RenderedChunk]:
+        """The chunk's frames in parts; the first part carries the chunk's audio and text."""
+        track = self.motion.from_audio(chunk.pcm, chunk.sample_rate)
+        step = self.part_frames or max(len(track), 1)
+        for start in range(0, max(len(track), 1), step):
+            first = start == 0
+            yield RenderedChunk(
+                self._index, chunk.text if first else "", chunk.language if first else "",
+                chunk.pcm if first else np.zeros(0, np.float32), chunk.sample_rate,
+                self._frames(track[start:start + step]),
+            )
+            self._index += 1
+
+    def finish(self) -> RenderedChunk | None:
+        """The frames of the audio's last partial frame, if any."""
+        tail = self._frames(self.motion.flush())
+        if not len(tail):
+            return None
+        return RenderedChunk(self._index, "", "", np.zeros(0, np.float32), self.sample_rate, tail)
+
+    def _frames(self, track: Any) -> np.ndarray:
+        if not len(track):
+            size = self.portrait.size
+            return np.zeros((0, size, size, 3), np.uint8)
+        return self.renderer.render(self.portrait, track)
 
 
 def _asset_id(*parts: bytes | str) -> str:
@@ -132,16 +207,19 @@ class Animation:
                                     code="avatar_not_found")
         return Portrait.from_bytes(data)
 
-    def animator(self, portrait: Portrait, sample_rate: int) -> Animator:
+    def new_motion(self) -> Any:
+        """Motion generators carry blink/head state across chunks, so each utterance gets its own."""
         render, spec = self.settings.render, self.settings.motion
-        options = {"seed": render.seed, "fps": render.fps, **spec.options}
-        part_frames = max(1, round(render.part_seconds * render.fps))
-        return Animator(self.renderer, registry.build("motion", spec.name, options), portrait, sample_rate,
-                        part_frames)
+        return registry.build("motion", spec.name, {"seed": render.seed, "fps": render.fps, **spec.options})
+
+    def animator(self, portrait: Portrait, sample_rate: int, part_seconds: float | None) -> Animator:
+        """``part_seconds``: send frames on in parts this long (streaming); None: a chunk at a time."""
+        fps = self.settings.render.fps
+        part_frames = None if part_seconds is None else max(1, round(part_seconds * fps))
+        return Animator(self.renderer, self.new_motion(), portrait, sample_rate, part_frames)
 
 
 def _is_asset_id(value: str) -> bool:
     return len(value) == ASSET_ID_CHARS and all(c in "0123456789abcdef" for c in value)
 
 
-__all__ = ["Animation", "RenderedChunk", "SpeechRecognition", "SpeechSynthesis", "UnknownAssetError"]
