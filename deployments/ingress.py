@@ -239,25 +239,27 @@ class Ingress:
         self, first: RenderedChunk, chunks: AsyncIterator[RenderedChunk], rid: str, started: float
     ) -> AsyncIterator[bytes]:
         logs.request_id.set(rid)
-        writer = FragmentedMp4Writer(**self._writer_args(first),
-                                     keyframe_seconds=self.settings.render.fragment_seconds)
         sent = 0
-        try:
-            chunk: RenderedChunk | None = first
-            while chunk is not None:
-                await asyncio.to_thread(self._write, writer, chunk)
-                if data := writer.drain():
-                    if not sent:
-                        event(log, "first_fragment", ms=round((time.perf_counter() - started) * 1000))
-                    sent += len(data)
-                    yield data
-                chunk = await anext(chunks, None)
-            tail = await asyncio.to_thread(writer.close)
-        except Exception as exc:
-            # Headers are gone: the status can't change, so the transfer is cut off (the client sees
-            # an incomplete response), never finished as if the video were whole.
-            event(log, "stream_failed", level=logging.WARNING, error=to_api_error(exc, 0).code, sent=sent)
-            raise
+        # Leaving the block by an exception (or a client that went away) ends the muxer unpadded.
+        with FragmentedMp4Writer(**self._writer_args(first),
+                                 keyframe_seconds=self.settings.render.fragment_seconds) as writer:
+            try:
+                chunk: RenderedChunk | None = first
+                while chunk is not None:
+                    await asyncio.to_thread(self._write, writer, chunk)
+                    if data := writer.drain():
+                        if not sent:
+                            event(log, "first_fragment", ms=round((time.perf_counter() - started) * 1000))
+                        sent += len(data)
+                        yield data
+                    chunk = await anext(chunks, None)
+                tail = await asyncio.to_thread(writer.close)
+            except Exception as exc:
+                # The headers are gone, so the status can't change: the stream stops here, without the
+                # closing mfra box that tells a client the video is whole.
+                event(log, "stream_failed", level=logging.WARNING, error=to_api_error(exc, 0).code,
+                      sent=sent)
+                raise
         yield tail
         event(log, "render_done", streamed=True, bytes=sent + len(tail),
               total_ms=round((time.perf_counter() - started) * 1000))
