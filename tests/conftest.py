@@ -92,9 +92,10 @@ def gcs_emulator() -> Iterator[str]:
         proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def api_server(tmp_path_factory) -> Iterator[str]:
-    """The real Serve graph (cpu profile of serve_config.yaml) on a free loopback port, one per session."""
+    """The real Serve graph (cpu profile of serve_config.yaml) on a free loopback port, per test module
+    (so its idle replicas don't take CPU from the modules that don't use it)."""
     import httpx
 
     from graphs.launch import resolve, running

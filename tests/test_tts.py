@@ -47,26 +47,23 @@ def female(tts, lj_speech) -> Voice:
 
 
 def _round_trip(tts, asr, text, language, voice):
-    started = time.perf_counter()
     pcm, sample_rate = tts.synthesize(text, language, voice)
-    elapsed = time.perf_counter() - started
     heard = asr.transcribe(pcm, sample_rate)
-    return heard, error_rate(text, heard.text, language), elapsed / (pcm.size / sample_rate)
+    return heard, error_rate(text, heard.text, language)
 
 
 @pytest.mark.parametrize("voice_kind", ["default", "female-reference"])
 @pytest.mark.parametrize("language", list(SCENARIOS))
 def test_scenario_round_trip(tts, asr, female, language, voice_kind):
     voice = female if voice_kind == "female-reference" else None
-    heard, err, rtf = _round_trip(tts, asr, SCENARIOS[language], language, voice)
+    heard, err = _round_trip(tts, asr, SCENARIOS[language], language, voice)
     assert heard.language == language, heard
     assert err <= MAX_ERROR[language], heard.text
-    assert rtf < 1.0  # faster than real time, or streaming stalls
 
 
 @pytest.mark.parametrize("language", list(MORE))
 def test_longer_sentences_round_trip(tts, asr, female, language):
-    heard, err, _ = _round_trip(tts, asr, MORE[language], language, female)
+    heard, err = _round_trip(tts, asr, MORE[language], language, female)
     assert heard.language == language
     assert err <= MAX_ERROR[language], heard.text
 
