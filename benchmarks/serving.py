@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
 import tempfile
 import time
@@ -26,19 +25,13 @@ import httpx
 
 from benchmarks.__main__ import machine
 from engines.media.mp4 import fragment_boxes, probe_mp4
-from graphs.launch import resolve, running
+from graphs.launch import free_port, resolve, running, wait_ready
 from loadtest.run import run_locust
 from realtime_avatar.pipeline import AvatarPipeline
 
 SHORT = "Hello, it is nice to meet you."  # about 2 s of speech with the default voice
 THREE_SENTENCES = ("Hello, welcome to my page. I build realtime avatars that listen and answer. "
                    "Ask me anything about my work.")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _median_ms(values: list[float]) -> float:
@@ -163,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     config = resolve("cpu")
-    config["http_options"]["port"] = _free_port()
+    config["http_options"]["port"] = free_port()
     config["applications"][0]["args"]["log_level"] = "WARNING"
     pipeline = AvatarPipeline()
     pipeline.warm_up()
@@ -172,11 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp, running(config) as base, \
             httpx.Client(base_url=base, timeout=300) as client:
         workdir = Path(tmp)
-        deadline = time.monotonic() + 120
-        while client.get("/readyz").status_code != 200:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the API did not become ready")
-            time.sleep(0.5)
+        wait_ready(base)
         results["overhead"] = bench_overhead(client, pipeline, args.repeats, workdir)
         results["streaming"] = bench_streaming(client, args.repeats)
         results["locust"] = bench_locust(base, args.users, args.duration, args.out / "loadtest")

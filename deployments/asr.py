@@ -6,23 +6,17 @@ from typing import Any
 
 from ray import serve
 
-from deployments.common import StageHealth, settings_from
+from deployments.common import StageDeployment
 from realtime_avatar.stages import SpeechRecognition
 
 
 @serve.deployment(name="ASR")
-class ASRDeployment:
+class ASRDeployment(StageDeployment):
     def __init__(self, config: dict[str, Any]) -> None:
-        settings = settings_from(config)
-        self.stage = SpeechRecognition(settings)
-        self.stage.load()
-        self.health = StageHealth(settings.serve.unhealthy_after_failures)
+        self._start(config, SpeechRecognition)
 
     async def ready(self) -> dict[str, str]:
-        return {"engine": self.stage.settings.asr.name}
+        return {"engine": self.settings.asr.name}
 
     async def transcribe(self, audio: bytes, language: str | None, request_id: str = "-") -> dict[str, Any]:
         return await self.health.call(request_id, self.stage.transcribe, audio, language)
-
-    def check_health(self) -> None:
-        self.health.check()

@@ -12,22 +12,18 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from deployments.common import StageHealth, settings_from
+from deployments.common import StageDeployment
 from realtime_avatar.stages import Animation, RenderedChunk
-from realtime_avatar.store import build_store
 
 
 @serve.deployment(name="Avatar")
-class AvatarDeployment:
+class AvatarDeployment(StageDeployment):
     def __init__(self, config: dict[str, Any], tts: DeploymentHandle) -> None:
-        settings = settings_from(config)
-        self.stage = Animation(settings, build_store(settings.store, settings.cache_path))
-        self.stage.load()
+        self._start(config, Animation)
         self.tts = tts.options(stream=True)
-        self.health = StageHealth(settings.serve.unhealthy_after_failures)
 
     async def ready(self) -> dict[str, Any]:
-        return {"engine": self.stage.settings.avatar.name, "default_avatar_id": self.stage.default_avatar_id}
+        return {"engine": self.settings.avatar.name, "default_avatar_id": self.stage.default_avatar_id}
 
     async def prepare_avatar(self, image: bytes, request_id: str = "-") -> dict[str, Any]:
         return await self.health.call(request_id, self.stage.prepare_avatar, image)
@@ -36,7 +32,7 @@ class AvatarDeployment:
         self, text: str, language: str, voice_id: str | None, avatar_id: str | None, request_id: str = "-"
     ) -> AsyncIterator[RenderedChunk]:
         portrait = await self.health.call(request_id, self.stage.portrait, avatar_id)  # 404 before any TTS
-        animator, part_seconds = None, self.stage.settings.render.part_seconds
+        animator, part_seconds = None, self.settings.render.part_seconds
         async for chunk in self.tts.stream.remote(text, language, voice_id, request_id=request_id):
             if animator is None:
                 animator = self.stage.animator(portrait, chunk.sample_rate, part_seconds)
@@ -46,6 +42,3 @@ class AvatarDeployment:
             tail = await self.health.call(request_id, animator.finish)
             if tail is not None:
                 yield tail
-
-    def check_health(self) -> None:
-        self.health.check()

@@ -53,3 +53,17 @@ class StageHealth:
     def check(self) -> None:
         if self.failures_in_a_row >= self.unhealthy_after:
             raise RuntimeError(f"{self.failures_in_a_row} internal failures in a row")
+
+
+class StageDeployment:
+    """Base of the stage deployments: the driver's settings, the stage built and loaded at start, and
+    the health rule that Serve polls through ``check_health``."""
+
+    def _start(self, config: dict[str, Any], build_stage: Callable[[Settings], Any]) -> None:
+        self.settings = settings_from(config)
+        self.stage = build_stage(self.settings)
+        self.stage.load()
+        self.health = StageHealth(self.settings.serve.unhealthy_after_failures)
+
+    def check_health(self) -> None:
+        self.health.check()

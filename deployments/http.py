@@ -79,9 +79,6 @@ def install_error_handlers(app: FastAPI) -> None:
         error = to_api_error(exc, getattr(app.state, "retry_after_s", DEFAULT_RETRY_AFTER_S))
         return error_response(error.status, error.code, error.message, error.headers)
 
-    async def on_error(request: Request, exc: Exception) -> JSONResponse:
-        return respond(exc)
-
     async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = exc.errors()
         if any(p.get("type") == "json_invalid" for p in problems):
@@ -94,15 +91,13 @@ def install_error_handlers(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail))
 
-    for kind in (ApiError, InputError, ModelUnavailableError, RayError, RayServeException):
-        app.add_exception_handler(kind, on_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
 
     @app.middleware("http")
     async def tag_and_guard(request: Request, call_next: Any) -> Any:
         # Every log line of the request carries its id (Serve's proxy puts it in X-Request-ID, and returns
-        # it to the client), and anything no handler claimed becomes a JSON 500 naming the request.
+        # it to the client), and every exception a route raises becomes its JSON error here.
         request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         logs.request_id.set(request.state.request_id)
         try:

@@ -11,9 +11,11 @@ import importlib
 import os
 import re
 import signal
+import socket
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,30 @@ def build_application(app: dict[str, Any]) -> Any:
     return getattr(importlib.import_module(module_name), attr)(app.get("args") or {})
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on now: for local runs beside others (tests, benchmarks)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def is_ready(base_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base_url}/readyz", timeout=10) as response:
+            return response.status == 200
+    except (OSError, ValueError):  # refused, timed out, or 503 (HTTPError is an OSError)
+        return False
+
+
+def wait_ready(base_url: str, timeout_s: float = 120) -> None:
+    """Until ``/readyz`` says every stage answers (e.g. after Serve replaced a replica)."""
+    deadline = time.monotonic() + timeout_s
+    while not is_ready(base_url):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{base_url} did not become ready in {timeout_s:g} s")
+        time.sleep(0.5)
+
+
 def curl_example(base_url: str) -> str:
     return (f"curl -sS -X POST {base_url}/v1/render -H 'Content-Type: application/json' "
             "-d '{\"text\": \"Hello! I am a realtime avatar.\", \"language\": \"en\"}' -o hello.mp4")
@@ -108,8 +134,10 @@ def serve_forever(config: dict[str, Any]) -> None:
         print("shutting down...", file=sys.stderr)
 
 
-def main(profile: str, config_path: Path | None, print_config: bool) -> int:
+def main(profile: str, config_path: Path | None, print_config: bool, port: int | None = None) -> int:
     config = resolve(profile, config_path or SERVE_CONFIG)
+    if port is not None:
+        config.setdefault("http_options", {})["port"] = port
     if print_config:
         print(yaml.safe_dump(config, sort_keys=False), end="")
         return 0

@@ -14,10 +14,11 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
+from graphs.launch import is_ready
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 DEFAULT_HOST = "http://127.0.0.1:8000"
@@ -47,25 +48,20 @@ def summary(rows: list[dict[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def _answers(host: str) -> bool:
-    try:
-        return httpx.get(f"{host}/readyz", timeout=5).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 @contextlib.contextmanager
 def server_at(host: str, timeout_s: float = 180) -> Iterator[None]:
     """Use the server at ``host``, or start the cpu profile for the duration of the block."""
-    if _answers(host):
+    if is_ready(host):
         yield
         return
-    print(f"nothing answers at {host}: starting `avatar serve --profile cpu`", file=sys.stderr)
+    port = urllib.parse.urlsplit(host).port or 80
+    print(f"nothing answers at {host}: starting `avatar serve --profile cpu --port {port}`", file=sys.stderr)
     avatar = Path(sys.executable).with_name("avatar")
-    process = subprocess.Popen([str(avatar), "serve", "--profile", "cpu"], start_new_session=True)
+    process = subprocess.Popen([str(avatar), "serve", "--profile", "cpu", "--port", str(port)],
+                               start_new_session=True)
     try:
         deadline = time.monotonic() + timeout_s
-        while not _answers(host):
+        while not is_ready(host):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the API server did not become ready")
             time.sleep(1)

@@ -22,7 +22,7 @@ from engines.tts.base import AudioChunk, Voice
 from realtime_avatar.cache import content_hash
 from realtime_avatar.config import Settings
 from realtime_avatar.logs import event
-from realtime_avatar.store import AssetStore
+from realtime_avatar.store import AssetStore, InvalidAssetIdError, build_store
 
 log = logging.getLogger("realtime_avatar.stages")
 
@@ -135,8 +135,8 @@ class SpeechRecognition:
 class SpeechSynthesis:
     """TTS: reference audio -> a stored voice; text -> audio chunks clause by clause."""
 
-    def __init__(self, settings: Settings, store: AssetStore) -> None:
-        self.settings, self.store = settings, store
+    def __init__(self, settings: Settings, store: AssetStore | None = None) -> None:
+        self.settings, self.store = settings, store or build_store(settings.store, settings.cache_path)
         spec = settings.tts
         # The text limits live in the config's limits section, shared by every TTS engine.
         self.engine = registry.build("tts", spec.name, {"limits": settings.limits.max_text_chars,
@@ -166,7 +166,7 @@ class SpeechSynthesis:
         """The stored voice, or None (the engine's default voice) when no id is given."""
         if voice_id is None:
             return None
-        data = self.store.get("voices", voice_id) if _is_asset_id(voice_id) else None
+        data = _stored(self.store, "voices", voice_id)
         if data is None:
             raise UnknownAssetError(f"no voice with id {voice_id!r}; upload one to /v1/voices",
                                     code="voice_not_found")
@@ -180,8 +180,8 @@ class SpeechSynthesis:
 class Animation:
     """Avatar: a portrait image -> a stored avatar; audio chunks -> frames for that avatar."""
 
-    def __init__(self, settings: Settings, store: AssetStore) -> None:
-        self.settings, self.store = settings, store
+    def __init__(self, settings: Settings, store: AssetStore | None = None) -> None:
+        self.settings, self.store = settings, store or build_store(settings.store, settings.cache_path)
         spec = settings.avatar
         self.renderer = registry.build("avatar", spec.name, spec.options)
         self.default_avatar_id: str | None = None
@@ -201,7 +201,7 @@ class Animation:
 
     def portrait(self, avatar_id: str | None) -> Portrait:
         avatar_id = avatar_id or self.default_avatar_id
-        data = self.store.get("avatars", avatar_id) if avatar_id and _is_asset_id(avatar_id) else None
+        data = _stored(self.store, "avatars", avatar_id) if avatar_id else None
         if data is None:
             raise UnknownAssetError(f"no avatar with id {avatar_id!r}; upload one to /v1/avatars",
                                     code="avatar_not_found")
@@ -219,7 +219,11 @@ class Animation:
         return Animator(self.renderer, self.new_motion(), portrait, sample_rate, part_frames)
 
 
-def _is_asset_id(value: str) -> bool:
-    return len(value) == ASSET_ID_CHARS and all(c in "0123456789abcdef" for c in value)
+def _stored(store: AssetStore, kind: str, asset_id: str) -> bytes | None:
+    """The stored bytes, or None: an id that cannot be one of ours is as unknown as a missing one."""
+    try:
+        return store.get(kind, asset_id)
+    except InvalidAssetIdError:
+        return None
 
 

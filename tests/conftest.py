@@ -1,4 +1,3 @@
-import contextlib
 import ctypes
 import signal
 import socket
@@ -11,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+
+from graphs.launch import free_port, resolve, running, wait_ready
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -43,16 +44,10 @@ def asr():
     return engine
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def free_port() -> int:
+@pytest.fixture(name="free_port")
+def free_port_fixture() -> int:
     """A 127.0.0.1 port nothing listens on (at the time of asking)."""
-    return _free_port()
+    return free_port()
 
 
 def _die_with_parent() -> None:
@@ -67,7 +62,7 @@ def gcs_emulator() -> Iterator[str]:
     STORAGE_EMULATOR_HOST points at it from first use to the end of the session, so any
     ``storage.Client()`` talks to it, never to real GCS. Tests share it: each module makes its own bucket.
     """
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1", "--port", str(port),
          "--in-memory", "-q"],
@@ -98,10 +93,8 @@ def api_server(tmp_path_factory) -> Iterator[str]:
     (so its idle replicas don't take CPU from the modules that don't use it)."""
     import httpx
 
-    from graphs.launch import resolve, running
-
     config = resolve("cpu")
-    config["http_options"]["port"] = _free_port()
+    config["http_options"]["port"] = free_port()
     config["applications"][0]["args"]["log_level"] = "WARNING"
     with pytest.MonkeyPatch.context() as patch:
         # Settings are resolved here, in the driver, and handed to every replica.
@@ -111,15 +104,3 @@ def api_server(tmp_path_factory) -> Iterator[str]:
             # First calls pay one-off costs (phonemizer dictionaries, ONNX sessions): not the tests' to time.
             httpx.post(f"{base}/v1/render", json={"text": "Warming up.", "language": "en"}, timeout=120)
             yield base
-
-
-def wait_ready(base: str, timeout_s: float = 120) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{base}/readyz", timeout=10).status_code == 200:
-                return
-        time.sleep(0.5)
-    raise RuntimeError(f"{base} did not become ready in {timeout_s} s")

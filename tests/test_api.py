@@ -15,12 +15,12 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from conftest import wait_ready
 from PIL import Image
 
 from engines.media.audio import load_audio
 from engines.media.mp4 import fragment_boxes, probe_mp4, read_frames
 from evaluator.metrics.lipsync import frame_envelope, lip_sync_coherence, mouth_openness
+from graphs.launch import wait_ready
 
 FPS = 25
 HELLO = "Hello! I am a realtime avatar, and I am glad to meet you."

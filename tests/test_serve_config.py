@@ -32,7 +32,7 @@ def test_cpu_profile_fits_a_two_core_machine_without_gpus():
 def test_l4_profile_shares_one_gpu_and_listens_on_cloud_runs_port(monkeypatch):
     monkeypatch.setenv("PORT", "9123")
     config = resolve("l4")
-    assert config["http_options"] == {**config["http_options"], "host": "0.0.0.0", "port": 9123}
+    assert (config["http_options"]["host"], config["http_options"]["port"]) == ("0.0.0.0", 9123)
     monkeypatch.delenv("PORT")
     assert resolve("l4")["http_options"]["port"] == 8080
     deployments = _deployments("l4")

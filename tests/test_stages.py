@@ -5,7 +5,6 @@ from google.cloud import storage
 
 from realtime_avatar.config import Settings
 from realtime_avatar.stages import Animation, UnknownAssetError
-from realtime_avatar.store import build_store
 
 BUCKET = "stages-test"
 
@@ -17,7 +16,7 @@ def bucket(gcs_emulator):
 
 def _node(tmp_path, name: str) -> Animation:
     settings = Settings(cache_dir=tmp_path / name, store={"bucket": BUCKET, "prefix": "assets"})
-    return Animation(settings, build_store(settings.store, settings.cache_path))
+    return Animation(settings)  # its store is built from the settings: GCS over a local dir
 
 
 def test_an_avatar_prepared_on_one_node_renders_on_another(bucket, tmp_path, data_dir):
