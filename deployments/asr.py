@@ -16,7 +16,7 @@ class ASRDeployment(StageDeployment):
         self._start(config, SpeechRecognition)
 
     async def ready(self) -> dict[str, str]:
-        return {"engine": self.settings.asr.name}
+        return self.status(engine=self.settings.asr.name)
 
     async def transcribe(self, audio: bytes, language: str | None, request_id: str = "-") -> dict[str, Any]:
         return await self.health.call(request_id, self.stage.transcribe, audio, language)

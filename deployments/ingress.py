@@ -1,17 +1,18 @@
 """HTTP ingress (FastAPI via ``@serve.ingress``): the versioned API in front of the stage deployments.
 
-It owns no model: uploads and JSON go to the stages through handles, and what comes back is muxed
-here (WAV, MP4, or fragmented MP4 streamed fragment by fragment while later chunks still render).
+It owns no model and encodes no video: uploads and JSON go to the stages through handles; the avatar
+stage sends encoded MP4 / fMP4 bytes, the conversation sends reply events, and this relays them
+(WAV for /v1/tts is the one thing muxed here).
 """
 
 # No `from __future__ import annotations` here: Serve's class-based ingress rewrites the route methods'
 # signatures and FastAPI would then see string annotations it cannot resolve.
 import asyncio
+import json
 import logging
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -22,13 +23,12 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.common import settings_from
-from deployments.http import install_error_handlers, read_upload, require_json, to_api_error
+from deployments.http import ApiError, install_error_handlers, read_upload, require_json, to_api_error
 from engines.errors import EmptyTextError
 from engines.media.audio import wav_bytes
-from engines.media.mp4 import FragmentedMp4Writer, Mp4Writer
 from realtime_avatar import logs
+from realtime_avatar.encoding import FMP4_MIME, MediaPart
 from realtime_avatar.logs import event
-from realtime_avatar.stages import RenderedChunk
 
 log = logging.getLogger("realtime_avatar.api")
 T = TypeVar("T")
@@ -55,6 +55,65 @@ class SpeakRequest(BaseModel):
 class RenderRequest(SpeakRequest):
     avatar_id: str | None = Field(None, description="from POST /v1/avatars; default: the bundled portrait")
     stream: bool = Field(False, description="fragmented MP4, sent fragment by fragment as it renders")
+
+
+class SessionRequest(BaseModel):
+    language: str = Field("auto", description="fix the reply language (en, zh, es), or auto: each reply "
+                          "follows the language of its message")
+    voice_id: str | None = Field(None, description="from POST /v1/voices; default: the bundled voice")
+    avatar_id: str | None = Field(None, description="from POST /v1/avatars; default: the bundled portrait")
+    persona: dict[str, Any] | None = Field(
+        None, description="a persona (persona.yaml fields) for this session; 403 unless the owner allows")
+
+
+class SessionInfo(BaseModel):
+    session_id: str
+    language: str
+    turns: int
+    voice_id: str | None
+    avatar_id: str | None
+    expires_in_s: float
+
+
+class SessionCreated(SessionInfo):
+    greeting: str = Field(description="the persona's greeting; GET .../greeting streams it as a clip")
+
+
+class ChatRequest(BaseModel):
+    session_id: str = Field(description="from POST /v1/chat/sessions")
+    text: str = Field(description="the visitor's message", examples=["¿Qué haces en tu trabajo?"])
+    language: str = Field("auto", description="en, zh, es, or auto (the message's language)")
+
+
+NDJSON = "application/x-ndjson"
+CHAT_STREAM_DOC = f"""The reply streams as **NDJSON**: one JSON object per line, in this order:
+
+- `start`: `{{"type": "start", "session_id", "turn", "language"}}`, once the model has begun to answer;
+- `text`: `{{"type": "text", "delta"}}`, the reply's text as the model writes it;
+- `clip`: `{{"type": "clip", "index", "text", "language", "start_s", "duration_s", "mime", "data"}}`,
+  one per sentence as soon as it is rendered: `data` is a base64 **fragmented MP4** (H.264 + AAC,
+  `{FMP4_MIME}`), playable on its own or appended in order to one Media Source Extensions
+  SourceBuffer in `sequence` mode, which plays the clips of a reply back to back;
+- `done`: `{{"type": "done", "text", "clips", "cut", "timings_ms"}}`: `text` is what was spoken;
+  `cut` is true when the model stopped mid-sentence (speech ends at its last whole clause);
+- or `cancelled` (`{{"type": "cancelled", "reason": "new_turn"}}`) when a newer message in the same
+  session replaced this reply, or `error` (`{{"type": "error", "error": {{"code", "message"}}}}`) when it
+  failed after it began; either ends the stream.
+
+A second message while a reply is streaming **cancels** the first (its stream ends with `cancelled`).
+Errors before the first line are ordinary JSON errors: 404 unknown session, 410 ended or expired,
+400 empty message or unsupported language, 413 message too long, 503 LLM unavailable or overloaded
+(with Retry-After).
+"""
+CHAT_EXAMPLE = "\n".join(json.dumps(e, ensure_ascii=False) for e in (
+    {"type": "start", "session_id": "3f2c…", "turn": 1, "language": "es"},
+    {"type": "text", "delta": "¡Hola!"},
+    {"type": "text", "delta": " Trabajo en"},
+    {"type": "clip", "index": 0, "text": "¡Hola!", "language": "es", "start_s": 0.0, "duration_s": 0.96,
+     "mime": FMP4_MIME, "data": "AAAAHGZ0eXBpc281…"},
+    {"type": "done", "text": "¡Hola! Trabajo en vídeo en tiempo real.", "clips": 2, "cut": False,
+     "timings_ms": {"first_text": 180.0, "first_clip": 820.0, "total": 1900.0}},
+))
 
 
 class VoiceCreated(BaseModel):
@@ -87,6 +146,12 @@ def _upload_body(*media_types: str) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": content}}
 
 
+def _ndjson(item: dict[str, Any]) -> bytes:
+    return json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+# Serve's class-based ingress snapshots the module's names when the class is decorated: everything the
+# routes use must be defined above it.
 def _request_id(request: Request) -> str:
     return request.state.request_id  # set by the error middleware (deployments.http)
 
@@ -94,11 +159,12 @@ def _request_id(request: Request) -> str:
 @serve.deployment(name="Ingress")
 @serve.ingress(app)
 class Ingress:
-    def __init__(
-        self, config: dict[str, Any], asr: DeploymentHandle, tts: DeploymentHandle, avatar: DeploymentHandle
-    ) -> None:
+    def __init__(self, config: dict[str, Any], handles: dict[str, DeploymentHandle]) -> None:
+        """``handles``: every model stage of ``settings.stages`` and the conversation, by name."""
         self.settings = settings_from(config)
-        self.asr, self.tts, self.avatar = asr, tts, avatar
+        self.handles = handles
+        self.asr, self.tts, self.avatar = handles["asr"], handles["tts"], handles["avatar"]
+        self.conversation = handles["conversation"]
         app.state.retry_after_s = self.settings.serve.retry_after_s
 
     def check_health(self) -> None:
@@ -113,10 +179,10 @@ class Ingress:
 
     @app.get("/readyz", summary="every stage answers", responses={503: {"description": "a stage is down"}})
     async def readyz(self) -> Response:
-        names = ("asr", "tts", "avatar")
+        names = list(self.handles)
         timeout = self.settings.serve.ready_timeout_s
         answers = await asyncio.gather(
-            *(asyncio.wait_for(getattr(self, n).ready.remote(), timeout) for n in names),
+            *(asyncio.wait_for(self.handles[n].ready.remote(), timeout) for n in names),
             return_exceptions=True,
         )
         stages = {
@@ -175,21 +241,81 @@ class Ingress:
     async def render(self, body: RenderRequest, request: Request) -> Response:
         rid = _request_id(request)
         started = time.perf_counter()
-        chunks = self._guarded(self.avatar.options(stream=True).render.remote(
-            body.text, body.language, body.voice_id, body.avatar_id, request_id=rid
+        parts = self._guarded(self.avatar.options(stream=True).render.remote(
+            body.text, body.language, body.voice_id, body.avatar_id, request_id=rid,
+            container="fmp4" if body.stream else "mp4",
         ))
-        first = await anext(chunks, None)  # bad text, language or ids fail here, before any byte
+        first = await anext(parts, None)  # bad text, language or ids fail here, before any byte
         if first is None:
             raise EmptyTextError("the text has nothing to speak")
-        headers: dict[str, str] = {}
         if body.stream:
-            return StreamingResponse(self._fragments(first, chunks, rid, started), media_type="video/mp4",
-                                     headers=headers)
-        data, audio_seconds = await self._mp4(first, chunks)
+            return StreamingResponse(self._fragments(first, parts, rid, started), media_type="video/mp4")
+        data, audio_seconds = bytearray(first.data), first.audio_offset_s + first.audio_seconds
+        async for part in parts:
+            data += part.data
+            audio_seconds = max(audio_seconds, part.audio_offset_s + part.audio_seconds)
         event(log, "render_done", audio_s=round(audio_seconds, 2), bytes=len(data),
               total_ms=round((time.perf_counter() - started) * 1000))
-        headers["X-Audio-Seconds"] = f"{audio_seconds:.3f}"
-        return Response(data, media_type="video/mp4", headers=headers)
+        return Response(bytes(data), media_type="video/mp4",
+                        headers={"X-Audio-Seconds": f"{audio_seconds:.3f}"})
+
+    # --- chat ----------------------------------------------------------------------------------------
+
+    @app.post("/v1/chat/sessions", response_model=SessionCreated, status_code=201,
+              dependencies=[Depends(require_json)], summary="start a conversation with the avatar",
+              responses={503: {"description": "too many conversations open (Retry-After)"}})
+    async def create_session(self, body: SessionRequest, request: Request) -> dict[str, Any]:
+        rid = _request_id(request)
+        if body.persona is not None and not self.settings.chat.allow_persona_override:
+            raise ApiError(403, "persona_override_disabled",
+                           "this server speaks as its owner's persona only (chat.allow_persona_override)")
+        return await self._guard(self.conversation.create_session.remote(
+            body.language, body.voice_id, body.avatar_id, persona=body.persona, request_id=rid))
+
+    @app.get("/v1/chat/sessions/{session_id}", response_model=SessionInfo, summary="a conversation's state")
+    async def session_info(self, session_id: str) -> dict[str, Any]:
+        return await self._guard(self.conversation.session_info.remote(session_id))
+
+    @app.delete("/v1/chat/sessions/{session_id}", summary="end a conversation (a reply in flight stops)")
+    async def end_session(self, session_id: str, request: Request) -> dict[str, Any]:
+        return await self._guard(self.conversation.end_session.remote(session_id,
+                                                                      request_id=_request_id(request)))
+
+    @app.post("/v1/chat", dependencies=[Depends(require_json)], response_class=StreamingResponse,
+              summary="send a message; the reply streams as NDJSON (text deltas, a clip per sentence)",
+              description=CHAT_STREAM_DOC, responses={200: {"content": {NDJSON: {"example": CHAT_EXAMPLE}}}})
+    async def chat(self, body: ChatRequest, request: Request) -> Response:
+        rid = _request_id(request)
+        events = self._guarded(self.conversation.options(stream=True).chat.remote(
+            body.session_id, body.text, body.language, request_id=rid))
+        return await self._event_stream(events, rid)
+
+    @app.get("/v1/chat/sessions/{session_id}/greeting", response_class=StreamingResponse,
+             summary="the persona's greeting in the session's language, as a chat event stream (cached)",
+             responses={200: {"content": {NDJSON: {"example": CHAT_EXAMPLE}}}})
+    async def greeting(self, session_id: str, request: Request) -> Response:
+        rid = _request_id(request)
+        events = self._guarded(self.conversation.options(stream=True).greeting.remote(session_id,
+                                                                                      request_id=rid))
+        return await self._event_stream(events, rid)
+
+    async def _event_stream(self, events: AsyncIterator[dict[str, Any]], rid: str) -> Response:
+        first = await anext(events, None)  # unknown session, bad message, LLM down: a status, not a stream
+        if first is None:
+            raise ApiError(500, "internal_error", f"the reply ended before it began (request {rid})")
+
+        async def lines() -> AsyncIterator[bytes]:
+            logs.request_id.set(rid)
+            yield _ndjson(first)
+            try:
+                async for item in events:
+                    yield _ndjson(item)
+            except ApiError as exc:  # headers are gone: the failure goes in band, and the stream ends
+                yield _ndjson({"type": "error", "error": {"code": exc.code, "message": exc.message}})
+            finally:
+                await events.aclose()  # a client that left: cancel the reply behind the stream now
+
+        return StreamingResponse(lines(), media_type=NDJSON, headers={"Cache-Control": "no-store"})
 
     # Serve installs its own plain-text handler for BackPressureError on the app, so failures of stage
     # calls are turned into ApiError (JSON, Retry-After) right where they surface.
@@ -199,67 +325,35 @@ class Ingress:
         except Exception as exc:
             raise to_api_error(exc, self.settings.serve.retry_after_s) from None
 
-    async def _guarded(self, items: AsyncIterator[T]) -> AsyncIterator[T]:
+    async def _guarded(self, items: Any) -> AsyncIterator[Any]:
         try:
             async for item in items:
                 yield item
         except Exception as exc:
             raise to_api_error(exc, self.settings.serve.retry_after_s) from None
-
-    @staticmethod
-    def _write(writer: Mp4Writer | FragmentedMp4Writer, chunk: RenderedChunk) -> None:
-        writer.write_audio(chunk.pcm)  # audio first: the muxer holds video until its audio has arrived
-        writer.write_frames(chunk.frames)
-
-    def _writer_args(self, first: RenderedChunk) -> dict[str, Any]:
-        size = first.frames.shape[1]
-        render = self.settings.render
-        return {"width": size, "height": size, "sample_rate": first.sample_rate, "fps": render.fps,
-                "crf": render.crf}
-
-    async def _mp4(self, first: RenderedChunk, chunks: AsyncIterator[RenderedChunk]) -> tuple[bytes, float]:
-        """The whole MP4, written to a temp file (renamed into place only when complete), then read."""
-        samples = 0
-        with tempfile.TemporaryDirectory(prefix="render-") as tmp:
-            path = Path(tmp) / "render.mp4"
-            writer = Mp4Writer(path, **self._writer_args(first))
-            try:
-                chunk: RenderedChunk | None = first
-                while chunk is not None:
-                    await asyncio.to_thread(self._write, writer, chunk)
-                    samples += chunk.pcm.size
-                    chunk = await anext(chunks, None)
-                await asyncio.to_thread(writer.close)
-            except BaseException:
-                writer.abort()
-                raise
-            return path.read_bytes(), samples / first.sample_rate
+        finally:
+            items.cancel()  # this request is over (done, failed or abandoned): so is the work behind it
 
     async def _fragments(
-        self, first: RenderedChunk, chunks: AsyncIterator[RenderedChunk], rid: str, started: float
+        self, first: MediaPart, parts: AsyncIterator[MediaPart], rid: str, started: float
     ) -> AsyncIterator[bytes]:
         logs.request_id.set(rid)
         sent = 0
-        # Leaving the block by an exception (or a client that went away) ends the muxer unpadded.
-        with FragmentedMp4Writer(**self._writer_args(first),
-                                 keyframe_seconds=self.settings.render.fragment_seconds) as writer:
-            try:
-                chunk: RenderedChunk | None = first
-                while chunk is not None:
-                    await asyncio.to_thread(self._write, writer, chunk)
-                    if data := writer.drain():
-                        if not sent:
-                            event(log, "first_fragment", ms=round((time.perf_counter() - started) * 1000))
-                        sent += len(data)
-                        yield data
-                    chunk = await anext(chunks, None)
-                tail = await asyncio.to_thread(writer.close)
-            except Exception as exc:
-                # The headers are gone, so the status can't change: the stream stops here, without the
-                # closing mfra box that tells a client the video is whole.
-                event(log, "stream_failed", level=logging.WARNING, error=to_api_error(exc, 0).code,
-                      sent=sent)
-                raise
-        yield tail
-        event(log, "render_done", streamed=True, bytes=sent + len(tail),
+        try:
+            part: MediaPart | None = first
+            while part is not None:
+                if part.data:
+                    if not sent:
+                        event(log, "first_fragment", ms=round((time.perf_counter() - started) * 1000))
+                    sent += len(part.data)
+                    yield part.data
+                part = await anext(parts, None)
+        except Exception as exc:
+            # The headers are gone, so the status can't change: the stream stops here, without the
+            # closing mfra box that tells a client the video is whole.
+            event(log, "stream_failed", level=logging.WARNING, error=to_api_error(exc, 0).code, sent=sent)
+            raise
+        finally:
+            await parts.aclose()  # type: ignore[attr-defined]
+        event(log, "render_done", streamed=True, bytes=sent,
               total_ms=round((time.perf_counter() - started) * 1000))

@@ -1,4 +1,4 @@
-"""TTS deployment: reference audio -> voice_id; text -> a stream of audio chunks."""
+"""TTS deployment: reference audio -> voice_id; text -> a stream of timed audio chunks."""
 
 from __future__ import annotations
 
@@ -18,7 +18,10 @@ class TTSDeployment(StageDeployment):
         self._start(config, SpeechSynthesis)
 
     async def ready(self) -> dict[str, Any]:
-        return {"engine": self.settings.tts.name, "sample_rate": self.stage.sample_rate}
+        return self.status(engine=self.settings.tts.name, sample_rate=self.stage.sample_rate)
+
+    async def max_chars(self, language: str) -> int:
+        return self.stage.max_chars(language)
 
     async def prepare_voice(self, audio: bytes, request_id: str = "-") -> dict[str, Any]:
         return await self.health.call(request_id, self.stage.prepare_voice, audio)

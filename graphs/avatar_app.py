@@ -1,8 +1,9 @@
-"""The avatar app: Ingress -> {ASR, TTS, Avatar}, with Avatar pulling audio from TTS chunk by chunk.
+"""The avatar app: Ingress -> Conversation -> {LLM, TTS, Avatar}, plus ASR; Avatar pulls audio from TTS.
 
-``serve_config.yaml`` names ``graphs.avatar_app:build_app`` with ``args: {profile: ...}``; every
-deployment's replicas, CPUs, GPU share and queue limits come from that profile in ``avatar.yaml``
-(environment overrides included), so the same builder serves a laptop, CI and one L4.
+``serve_config.yaml`` names ``graphs.avatar_app:build_app`` with ``args: {profile: ...}``. The model
+stages and their order come from ``Settings.stages``; each stage's deployment names the stages it
+needs (``needs``), and its replicas, CPUs, GPU share and queue limits come from the profile in
+``avatar.yaml`` (environment overrides included), so the same builder serves a laptop, CI and one L4.
 """
 
 from __future__ import annotations
@@ -14,24 +15,26 @@ from ray.serve import Application
 
 from deployments.asr import ASRDeployment
 from deployments.avatar import AvatarDeployment
+from deployments.conversation import ConversationDeployment
 from deployments.ingress import Ingress
+from deployments.llm import LLMDeployment
 from deployments.tts import TTSDeployment
 from realtime_avatar.config import Settings
-from realtime_avatar.models import profile_settings
 
-STAGES = ("asr", "tts", "avatar")
+# The deployment class of each model stage a profile may list in ``stages`` (a new stage: one entry).
+STAGE_DEPLOYMENTS: dict[str, Any] = {
+    "asr": ASRDeployment, "llm": LLMDeployment, "tts": TTSDeployment, "avatar": AvatarDeployment,
+}
 
 
-def deployment_options(settings: Settings, stage: str) -> dict[str, Any]:
-    """Serve options for one deployment from the profile: CPUs and queues from ``serve``, the GPU
-    fraction from the engine's ``gpu_share`` (absent on the CPU profile)."""
+def deployment_options(settings: Settings, name: str) -> dict[str, Any]:
+    """Serve options for one deployment from the profile: CPUs and queues from ``serve.deployments``,
+    the GPU fraction from the stage engine's ``gpu_share`` (absent on the CPU profile)."""
     serve = settings.serve
-    limits = getattr(serve, stage)
+    limits = serve.deployments[name]
     actor: dict[str, Any] = {"num_cpus": limits.num_cpus}
-    if stage in STAGES:
-        gpu_share = getattr(settings, stage).gpu_share
-        if gpu_share:
-            actor["num_gpus"] = gpu_share
+    if name in settings.stages and settings.engine(name).gpu_share:
+        actor["num_gpus"] = settings.engine(name).gpu_share
     return {
         "num_replicas": limits.num_replicas,
         "ray_actor_options": actor,
@@ -42,12 +45,34 @@ def deployment_options(settings: Settings, stage: str) -> dict[str, Any]:
     }
 
 
+def _bind_stage(settings: Settings, stage: str, config: dict[str, Any], bound: dict[str, Any]) -> Any:
+    if stage == "llm" and settings.llm.name == "vllm":
+        from graphs.vllm_stage import build_vllm_stage  # only the l4 profile needs ray.serve.llm
+
+        return build_vllm_stage(settings, deployment_options(settings, stage))
+    if stage not in STAGE_DEPLOYMENTS:
+        raise ValueError(f"stage {stage!r} has no deployment; known: {', '.join(STAGE_DEPLOYMENTS)}")
+    deployment = STAGE_DEPLOYMENTS[stage]
+    missing = [n for n in _needs(deployment) if n not in bound]
+    if missing:
+        raise ValueError(f"stage {stage!r} needs {', '.join(missing)} listed before it in stages")
+    handles = [bound[n] for n in _needs(deployment)]
+    return deployment.options(**deployment_options(settings, stage)).bind(config, *handles)
+
+
+def _needs(deployment: Any) -> tuple[str, ...]:
+    """The stages a deployment's constructor takes handles to (its class's ``needs``)."""
+    return tuple(getattr(deployment.func_or_class, "needs", ()))
+
+
 def build_app(args: dict[str, Any] | None = None) -> Application:
     """``args``: ``profile`` (default AVATAR_PROFILE, else cpu) and optional ``log_level``."""
     args = dict(args or {})
-    settings = profile_settings(str(args.get("profile") or os.environ.get("AVATAR_PROFILE", "cpu")))
+    settings = Settings(profile=str(args.get("profile") or os.environ.get("AVATAR_PROFILE", "cpu")))
     config = {**settings.model_dump(mode="json"), "log_level": str(args.get("log_level", "INFO"))}
-    asr = ASRDeployment.options(**deployment_options(settings, "asr")).bind(config)
-    tts = TTSDeployment.options(**deployment_options(settings, "tts")).bind(config)
-    avatar = AvatarDeployment.options(**deployment_options(settings, "avatar")).bind(config, tts)
-    return Ingress.options(**deployment_options(settings, "ingress")).bind(config, asr, tts, avatar)
+    bound: dict[str, Any] = {}
+    for stage in settings.stages:
+        bound[stage] = _bind_stage(settings, stage, config, bound)
+    conversation = ConversationDeployment.options(**deployment_options(settings, "conversation"))
+    bound["conversation"] = conversation.bind(config, *(bound[n] for n in _needs(ConversationDeployment)))
+    return Ingress.options(**deployment_options(settings, "ingress")).bind(config, bound)

@@ -69,7 +69,7 @@ def _add_models_parser(commands: Any) -> None:
 def _render(args: argparse.Namespace) -> int:
     from realtime_avatar.config import Settings
     from realtime_avatar.models import check_profile_weights
-    from realtime_avatar.pipeline import AvatarPipeline, RenderedChunk
+    from realtime_avatar.pipeline import AvatarPipeline, MediaPart
 
     logs.new_request_id()
     if args.output.suffix.lower() != ".mp4":
@@ -97,10 +97,13 @@ def _render(args: argparse.Namespace) -> int:
     voice = pipeline.prepare_voice(args.voice)
     prepare_ms = (time.perf_counter() - started) * 1000
 
-    def progress(chunk: RenderedChunk) -> None:
-        if chunk.text:
-            print(f"  [{chunk.index + 1}] {chunk.language} {chunk.audio_seconds:4.1f} s  {chunk.text}",
-                  file=sys.stderr)
+    clauses = 0
+
+    def progress(part: MediaPart) -> None:
+        nonlocal clauses
+        if part.text:
+            clauses += 1
+            print(f"  [{clauses}] {part.language} {part.audio_seconds:4.1f} s  {part.text}", file=sys.stderr)
 
     print("rendering...", file=sys.stderr)
     report = pipeline.render_mp4(args.text, args.lang, args.output, portrait=portrait, voice=voice,
@@ -133,7 +136,7 @@ def _models(args: argparse.Namespace) -> int:
     from realtime_avatar.config import Settings
 
     if args.action == "check":
-        settings = models.profile_settings(args.profile) if args.profile else Settings()
+        settings = Settings(profile=args.profile) if args.profile else Settings()
         missing = models.check_profile_weights(settings)
         for line in missing:
             print(line)

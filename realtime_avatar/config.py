@@ -37,6 +37,8 @@ def _expand(value: Any, places: dict[str, str]) -> Any:
 
 
 class EngineSpec(BaseModel):
+    """An engine by registry name (or ``module:Class``) with its constructor options."""
+
     name: str
     options: dict[str, Any] = Field(default_factory=dict)
     # Fraction of the one GPU this stage's Serve deployment reserves (num_gpus); None on the CPU.
@@ -87,20 +89,53 @@ class StageServing(BaseModel):
     max_queued_requests: int = Field(default=4, ge=-1)
 
 
-class ServeSettings(BaseModel):
-    """The Ray Serve graph: per-deployment resources (GPU shares come from each engine's gpu_share)."""
+# Deployments that are not model stages: the HTTP ingress and the conversation (sessions) deployment.
+SERVICE_DEPLOYMENTS = ("ingress", "conversation")
 
-    ingress: StageServing = Field(
-        default_factory=lambda: StageServing(num_cpus=0.1, max_ongoing_requests=64, max_queued_requests=-1)
-    )
-    asr: StageServing = Field(default_factory=StageServing)
-    tts: StageServing = Field(default_factory=StageServing)
-    avatar: StageServing = Field(default_factory=StageServing)
+
+class ServeSettings(BaseModel):
+    """The Ray Serve graph: per-deployment resources (GPU shares come from each engine's gpu_share).
+
+    ``deployments`` has one entry per model stage in ``Settings.stages`` plus the service deployments.
+    """
+
+    deployments: dict[str, StageServing] = Field(default_factory=dict)
     retry_after_s: float = Field(default=2.0, gt=0)  # the Retry-After hint on 503s
     ready_timeout_s: float = Field(default=5.0, gt=0)  # /readyz waits this long for each stage
     unhealthy_after_failures: int = Field(default=3, ge=1)  # internal errors in a row -> restart
     health_check_period_s: float = Field(default=10.0, gt=0)
     health_check_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class ChatSettings(BaseModel):
+    """Conversation sessions (``realtime_avatar.conversation``): memory, caps and reply length."""
+
+    max_sessions: int = Field(default=16, ge=1)  # concurrent sessions; one more is a 503
+    idle_ttl_s: float = Field(default=600.0, gt=0)  # a session idle this long is gone (410)
+    max_session_minutes: float = Field(default=30.0, gt=0)
+    max_turns: int = Field(default=50, ge=1)
+    max_message_chars: int = Field(default=500, ge=1)  # a longer user message is a 413
+    # Prompt budget: system prompt + kept history + the new message must fit in this many tokens
+    # (capped by the model's own context less the reply); oldest turns are dropped first.
+    history_tokens: int = Field(default=1024, ge=64)
+    reply_max_sentences: int = Field(default=3, ge=1)
+    reply_max_tokens: int = Field(default=96, ge=8)
+    temperature: float = Field(default=0.7, ge=0)
+    top_p: float = Field(default=0.9, gt=0, le=1)
+    llm_timeout_s: float = Field(default=30.0, gt=0)  # no delta for this long: the LLM is down (503)
+    # Nothing of a conversation is written anywhere unless the owner turns this on.
+    record_transcripts: bool = False
+    transcripts_dir: str = "{cache_dir}/transcripts"
+    persona: str = "{package_dir}/persona.yaml"  # owner-editable; AVATAR_PERSONA_FILE is the usual override
+    allow_persona_override: bool = False  # a session may not bring its own persona unless the owner allows it
+
+
+class ClipCacheSettings(BaseModel):
+    """Finished clips stored by the content hash of everything that made them (the persona's fixed lines)."""
+
+    enabled: bool = True
+    max_bytes: int = Field(default=200_000_000, ge=0)  # local disk cap; oldest clips go first
+    ttl_s: float = Field(default=7 * 24 * 3600.0, gt=0)
 
 
 class StoreSettings(BaseModel):
@@ -143,11 +178,17 @@ def load_profile(profile: str, path: Path | None = None) -> dict[str, Any]:
 
 
 class _ProfileSource(PydanticBaseSettingsSource):
+    """The YAML layer: the profile named by the constructor, else AVATAR_PROFILE, else cpu."""
+
+    def __init__(self, settings_cls: type[BaseSettings], profile: str | None) -> None:
+        super().__init__(settings_cls)
+        self.profile = profile
+
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return load_profile(os.environ.get("AVATAR_PROFILE", "cpu"))
+        return load_profile(self.profile or os.environ.get("AVATAR_PROFILE", "cpu"))
 
 
 class Settings(BaseSettings):
@@ -158,8 +199,14 @@ class Settings(BaseSettings):
     render: RenderSettings = Field(default_factory=RenderSettings)
     limits: Limits = Field(default_factory=Limits)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    chat: ChatSettings = Field(default_factory=ChatSettings)
+    clip_cache: ClipCacheSettings = Field(default_factory=ClipCacheSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    # The model stages, each one Serve deployment owning the engine of the same name below. The app
+    # builder, /readyz, the weights check and the Serve options all read this list.
+    stages: list[str] = Field(default_factory=lambda: ["asr", "llm", "tts", "avatar"])
     asr: EngineSpec
+    llm: EngineSpec
     tts: EngineSpec
     motion: EngineSpec
     avatar: EngineSpec
@@ -173,7 +220,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, _ProfileSource(settings_cls)
+        profile = init_settings.init_kwargs.get("profile") if hasattr(init_settings, "init_kwargs") else None
+        return init_settings, env_settings, _ProfileSource(settings_cls, profile)
 
     @property
     def cache_path(self) -> Path:
@@ -183,12 +231,31 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         return self.cache_path / "models"
 
+    def engine(self, stage: str) -> EngineSpec:
+        """The engine spec of a stage (or of ``motion``, which runs inside the avatar stage)."""
+        spec = getattr(self, stage, None)
+        if not isinstance(spec, EngineSpec):
+            raise ValueError(f"no engine spec {stage!r} in the settings")
+        return spec
+
+    @property
+    def engine_specs(self) -> dict[str, EngineSpec]:
+        return {name: value for name, value in self if isinstance(value, EngineSpec)}
+
     @model_validator(mode="after")
-    def _expand_models_dir(self) -> Settings:
+    def _expand_and_check(self) -> Settings:
         # Paths in profiles say "{models_dir}/..." or "{cache_dir}/..." so they follow cache_dir.
-        places = {"{models_dir}": str(self.models_dir), "{cache_dir}": str(self.cache_path)}
-        for spec in (self.asr, self.tts, self.motion, self.avatar):
+        places = {"{models_dir}": str(self.models_dir), "{cache_dir}": str(self.cache_path),
+                  "{package_dir}": str(DEFAULT_CONFIG.parent)}
+        for spec in self.engine_specs.values():
             spec.options = {k: _expand(v, places) for k, v in spec.options.items()}
+        self.chat.persona = _expand(self.chat.persona, places)
+        self.chat.transcripts_dir = _expand(self.chat.transcripts_dir, places)
+        for stage in self.stages:
+            self.engine(stage)
+        missing = [d for d in (*self.stages, *SERVICE_DEPLOYMENTS) if d not in self.serve.deployments]
+        if missing:
+            raise ValueError(f"serve.deployments has no entry for {', '.join(missing)}")
         return self
 
 

@@ -465,8 +465,8 @@ def check_profile_weights(settings: Settings) -> list[str]:
     """
     root = default_root(settings)
     problems: list[str] = []
-    for kind in ("asr", "tts", "avatar"):
-        spec = getattr(settings, kind)
+    for kind in settings.stages:
+        spec = settings.engine(kind)
         target = ALIASES.get(kind, {}).get(spec.name, spec.name)
         if target not in ENGINE_WEIGHTS:
             continue
@@ -494,16 +494,3 @@ def check_profile_weights(settings: Settings) -> list[str]:
                 f"{label}: {entry.name} weights {state}. Fetch: {_fetch_command(entry, directory, root)}"
             )
     return problems
-
-
-def profile_settings(profile: str) -> Settings:
-    """Settings as if ``AVATAR_PROFILE=profile`` (other environment overrides still apply)."""
-    previous = os.environ.get("AVATAR_PROFILE")
-    os.environ["AVATAR_PROFILE"] = profile
-    try:
-        return Settings()
-    finally:
-        if previous is None:
-            os.environ.pop("AVATAR_PROFILE", None)
-        else:
-            os.environ["AVATAR_PROFILE"] = previous

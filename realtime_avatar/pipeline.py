@@ -12,13 +12,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from engines.avatar.portrait import Portrait
 from engines.errors import EmptyTextError, InputError
-from engines.media.mp4 import Mp4Writer
 from engines.tts.base import Voice
 from realtime_avatar.config import Settings, get_settings
+from realtime_avatar.encoding import MediaPart
 from realtime_avatar.logs import event
 from realtime_avatar.stages import (
     Animation,
@@ -32,7 +32,8 @@ from realtime_avatar.store import build_store
 
 log = logging.getLogger("realtime_avatar.pipeline")
 
-ProgressCallback = Callable[["RenderedChunk"], None]
+ProgressCallback = Callable[[MediaPart], None]
+T = TypeVar("T")
 
 
 @dataclass
@@ -133,22 +134,6 @@ class AvatarPipeline:
         data = _read_source(audio, self.settings.limits.max_upload_bytes, "voice")
         return self.speech.voice(self.speech.prepare_voice(data)["voice_id"])
 
-    def stream(
-        self, text: str, language: str, portrait: Portrait, voice: Voice | None, timer: StageTimer
-    ) -> Iterator[RenderedChunk]:
-        """Yield audio + frames clause by clause; the first chunk is ready after one clause of work."""
-        animator = self.animation.animator(portrait, self.tts.sample_rate, part_seconds=None)
-        for chunk in _timed(self.tts.stream(text, language, voice), timer, "tts_ms"):
-            started = time.perf_counter()
-            (rendered,) = animator.feed(chunk)  # one part: the file is written in whole chunks
-            timer.add("avatar_render_ms", started)
-            yield rendered
-        started = time.perf_counter()
-        tail = animator.finish()
-        timer.add("avatar_render_ms", started)
-        if tail is not None:
-            yield tail
-
     def render_mp4(
         self,
         text: str,
@@ -159,46 +144,42 @@ class AvatarPipeline:
         voice: Voice | None = None,
         progress: ProgressCallback | None = None,
     ) -> RenderReport:
+        """TTS chunks -> the avatar stage's utterance renderer (the served stages' own loop) -> a file."""
         portrait = portrait or self.prepare_portrait()
         timer = StageTimer()
         started = time.perf_counter()
-        chunks = self.stream(text, language, portrait, voice, timer)
+        chunks = _timed(self.tts.stream(text, language, voice), timer, "tts_ms")
         first = next(chunks, None)  # bad text fails here, before any output file exists
         if first is None:
             raise EmptyTextError("the text has nothing to speak")
         segments: list[SpokenSegment] = []
-        audio_samples = 0
-        render = self.settings.render
-        with Mp4Writer(
-            output, width=portrait.size, height=portrait.size, sample_rate=self.tts.sample_rate,
-            fps=render.fps, crf=render.crf,
-        ) as writer:
+        utterance = self.animation.utterance(portrait, self.tts.sample_rate, "mp4", path=output)
+        try:
             for chunk in _prepend(first, chunks):
-                encode_started = time.perf_counter()
-                writer.write_audio(chunk.pcm)
-                writer.write_frames(chunk.frames)
-                timer.add("encode_ms", encode_started)
-                segments = _extend_segments(segments, chunk, audio_samples / chunk.sample_rate)
-                audio_samples += chunk.pcm.size
-                if progress:
-                    progress(chunk)
-            frames = writer.frames_written
-            encode_started = time.perf_counter()
-        timer.add("encode_ms", encode_started)
+                for part in utterance.feed(chunk):
+                    segments = _extend_segments(segments, part)
+                    if progress:
+                        progress(part)
+            last = utterance.finish()
+        except BaseException:
+            utterance.abort()  # no half-written file at ``output``
+            raise
+        timer.ms.update(utterance.timings_ms)
         timer.ms["total_generation_ms"] = (time.perf_counter() - started) * 1000
         timings = {k: round(v, 1) for k, v in timer.ms.items()}
-        report = RenderReport(Path(output), segments, audio_samples / self.tts.sample_rate, frames, timings)
+        audio_seconds = utterance.encoder.audio_samples / self.tts.sample_rate
+        frames = last.frame_offset + last.frames
+        report = RenderReport(Path(output), segments, audio_seconds, frames, timings)
         event(log, "render_done", path=output, audio_s=round(report.audio_seconds, 2), frames=frames,
               rtf=round(report.real_time_factor, 3), **timings)
         return report
 
 
-def _extend_segments(
-    segments: list[SpokenSegment], chunk: RenderedChunk, start_s: float
-) -> list[SpokenSegment]:
+def _extend_segments(segments: list[SpokenSegment], chunk: MediaPart) -> list[SpokenSegment]:
+    start_s = chunk.audio_offset_s
     end_s = start_s + chunk.audio_seconds
     if not chunk.text:  # later chunks of a streamed clause (and pauses) carry no text
-        if not segments or not chunk.pcm.size:
+        if not segments or not chunk.audio_seconds:
             return segments
         last = segments[-1]
         return [*segments[:-1], SpokenSegment(last.language, last.text, last.start_s, end_s)]
@@ -210,7 +191,7 @@ def _extend_segments(
     return [*segments, SpokenSegment(chunk.language, chunk.text, start_s, end_s)]
 
 
-def _prepend(first: RenderedChunk, rest: Iterator[RenderedChunk]) -> Iterator[RenderedChunk]:
+def _prepend(first: T, rest: Iterator[T]) -> Iterator[T]:
     yield first
     yield from rest
 
@@ -227,4 +208,5 @@ def _timed(items: Iterator[Any], timer: StageTimer, stage: str) -> Iterator[Any]
         yield item
 
 
-__all__ = ["AvatarPipeline", "RenderReport", "RenderedChunk", "SpokenSegment", "bundled_portrait_png"]
+__all__ = ["AvatarPipeline", "MediaPart", "RenderReport", "RenderedChunk", "SpokenSegment",
+           "bundled_portrait_png"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,9 @@ from engines.errors import InputError
 from engines.media.audio import load_audio, require_duration
 from engines.tts.base import AudioChunk, Voice
 from realtime_avatar.cache import content_hash
+from realtime_avatar.clips import ClipCache, clip_key
 from realtime_avatar.config import Settings
+from realtime_avatar.encoding import ChunkEncoder, Container, UtteranceRenderer
 from realtime_avatar.logs import event
 from realtime_avatar.store import AssetStore, InvalidAssetIdError, build_store
 
@@ -40,7 +43,11 @@ class UploadTooLargeError(InputError):
 
 @dataclass
 class RenderedChunk:
-    """A piece of an utterance: its audio (empty for later parts of a chunk) and the frames drawn for it."""
+    """A piece of an utterance: its audio (empty for later parts of a chunk) and the frames drawn for it.
+
+    ``audio_offset`` (samples) and ``frame_offset`` (frames) place both on the utterance's clock, the
+    way a transport needs them to pace and sync (``pts`` in aiortc terms).
+    """
 
     index: int
     text: str
@@ -48,6 +55,8 @@ class RenderedChunk:
     pcm: np.ndarray
     sample_rate: int
     frames: np.ndarray
+    audio_offset: int = 0
+    frame_offset: int = 0
 
     @property
     def audio_seconds(self) -> float:
@@ -78,6 +87,8 @@ class Animator:
         self.renderer, self.motion, self.portrait, self.sample_rate = renderer, motion, portrait, sample_rate
         self.part_frames = part_frames
         self._index = 0
+        self._samples = 0  # audio fed so far: the next chunk's offset
+        self._frames_out = 0
 
     def feed(self, chunk: AudioChunk) -> Iterator[RenderedChunk]:
         """The chunk's frames in parts; the first part carries the chunk's audio and text."""
@@ -85,19 +96,24 @@ class Animator:
         step = self.part_frames or max(len(track), 1)
         for start in range(0, max(len(track), 1), step):
             first = start == 0
-            yield RenderedChunk(
-                self._index, chunk.text if first else "", chunk.language if first else "",
-                chunk.pcm if first else np.zeros(0, np.float32), chunk.sample_rate,
-                self._frames(track[start:start + step]),
-            )
-            self._index += 1
+            yield self._part(chunk.text if first else "", chunk.language if first else "",
+                             chunk.pcm if first else np.zeros(0, np.float32),
+                             self._frames(track[start:start + step]))
 
     def finish(self) -> RenderedChunk | None:
         """The frames of the audio's last partial frame, if any."""
         tail = self._frames(self.motion.flush())
         if not len(tail):
             return None
-        return RenderedChunk(self._index, "", "", np.zeros(0, np.float32), self.sample_rate, tail)
+        return self._part("", "", np.zeros(0, np.float32), tail)
+
+    def _part(self, text: str, language: str, pcm: np.ndarray, frames: np.ndarray) -> RenderedChunk:
+        part = RenderedChunk(self._index, text, language, pcm, self.sample_rate, frames,
+                             audio_offset=self._samples, frame_offset=self._frames_out)
+        self._index += 1
+        self._samples += pcm.size
+        self._frames_out += len(frames)
+        return part
 
     def _frames(self, track: Any) -> np.ndarray:
         if not len(track):
@@ -114,6 +130,28 @@ def _load(engine: Any) -> None:
     load = getattr(engine, "load", None)
     if callable(load):
         load()
+
+
+class LanguageModel:
+    """LLM: chat messages -> text deltas, and a token counter for the conversation's budget."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        spec = settings.llm
+        self.engine = registry.build("llm", spec.name, spec.options)
+
+    @property
+    def context_tokens(self) -> int:
+        return int(self.engine.context_tokens)
+
+    def load(self) -> None:
+        _load(self.engine)
+
+    def stream_chat(self, messages: list[dict[str, str]], params: dict[str, Any]) -> Iterator[str]:
+        return self.engine.stream_chat(messages, **params)
+
+    def count_tokens(self, text: str) -> int:
+        return int(self.engine.count_tokens(text))
 
 
 class SpeechRecognition:
@@ -173,8 +211,12 @@ class SpeechSynthesis:
         return Voice.from_bytes(data)
 
     def stream(self, text: str, language: str, voice_id: str | None = None) -> Iterator[AudioChunk]:
-        """Bad text, language or voice raise here, before the first chunk."""
+        """Bad text, language or voice raise here, before the first chunk. Chunks carry their offsets."""
         return self.engine.stream(text, language, self.voice(voice_id))
+
+    def max_chars(self, language: str) -> int:
+        """The longest text the engine speaks in one request in ``language``."""
+        return int(self.engine.planner.limits[language])
 
 
 class Animation:
@@ -185,6 +227,7 @@ class Animation:
         spec = settings.avatar
         self.renderer = registry.build("avatar", spec.name, spec.options)
         self.default_avatar_id: str | None = None
+        self.clips = ClipCache(settings.clip_cache, self.store, settings.cache_path / "assets" / "clips")
 
     def load(self) -> None:
         _load(self.renderer)
@@ -217,6 +260,19 @@ class Animation:
         fps = self.settings.render.fps
         part_frames = None if part_seconds is None else max(1, round(part_seconds * fps))
         return Animator(self.renderer, self.new_motion(), portrait, sample_rate, part_frames)
+
+    def utterance(
+        self, portrait: Portrait, sample_rate: int, container: Container, path: str | Path | None = None,
+        part_seconds: float | None = None,
+    ) -> UtteranceRenderer:
+        """Audio chunks -> encoded parts of one utterance (an MP4 file at ``path``, or fMP4 bytes)."""
+        encoder = ChunkEncoder.open(container, size=portrait.size, sample_rate=sample_rate,
+                                    render=self.settings.render, path=path)
+        return UtteranceRenderer(self.animator(portrait, sample_rate, part_seconds), encoder)
+
+    def clip_key(self, text: str, language: str, voice_id: str | None, avatar_id: str | None) -> str:
+        return clip_key(self.settings, text=text, language=language, voice_id=voice_id,
+                        avatar_id=avatar_id or self.default_avatar_id)
 
 
 def _stored(store: AssetStore, kind: str, asset_id: str) -> bytes | None:

@@ -23,7 +23,7 @@ from realtime_avatar.cache import BlobCache
 if TYPE_CHECKING:
     from realtime_avatar.config import StoreSettings
 
-KINDS = ("voices", "avatars")
+KINDS = ("voices", "avatars", "clips")  # clips: cached generated reply clips (realtime_avatar.clips)
 _ASSET_ID = re.compile(r"[0-9a-f]{16,64}")
 
 GCS_TIMEOUT_S = 30.0  # per request

@@ -14,6 +14,7 @@ from google.cloud import storage
 
 from realtime_avatar import models
 from realtime_avatar.cli import EXIT_UNAVAILABLE, main
+from realtime_avatar.config import Settings
 from realtime_avatar.models import MANIFEST_NAME, FetchError, ModelEntry, ModelFile, fetch, verify
 
 BUCKET = "weights-cache"
@@ -189,7 +190,7 @@ def empty_cache(tmp_path, monkeypatch) -> Path:
 
 
 def test_l4_profile_lists_missing_weights_with_fetch_commands(empty_cache):
-    missing = models.check_profile_weights(models.profile_settings("l4"))
+    missing = models.check_profile_weights(Settings(profile="l4"))
     assert len(missing) == 3
     for name, kind in (("whisper-small", "asr"), ("xtts-v2", "tts"), ("liveportrait", "avatar")):
         (line,) = [m for m in missing if m.startswith(f"{kind} engine")]
@@ -203,12 +204,12 @@ def test_l4_check_passes_an_engine_once_its_files_are_there(empty_cache):
     whisper.mkdir(parents=True)
     for f in models.REGISTRY["whisper-small"].files:
         (whisper / f.path).write_bytes(b"x")
-    missing = models.check_profile_weights(models.profile_settings("l4"))
+    missing = models.check_profile_weights(Settings(profile="l4"))
     assert [m.split(" ", 1)[0] for m in missing] == ["tts", "avatar"]
 
 
 def test_cpu_profile_needs_no_fetched_weights(empty_cache):
-    assert models.check_profile_weights(models.profile_settings("cpu")) == []
+    assert models.check_profile_weights(Settings(profile="cpu")) == []
 
 
 def test_check_command_and_render_startup(empty_cache, tmp_path, monkeypatch, capsys):

@@ -134,9 +134,14 @@ class Mp4Writer(_AvMuxer):
             preset=preset,
         )
 
-    def close(self) -> None:
+    def drain(self) -> bytes:
+        """Nothing: the bytes go to the file (the same interface as ``FragmentedMp4Writer``)."""
+        return b""
+
+    def close(self) -> bytes:
+        """Pad, flush and move the finished file into place; ``b""`` (the bytes are in the file)."""
         if self._closed:
-            return
+            return b""
         self._closed = True
         try:
             self._finish()
@@ -144,6 +149,7 @@ class Mp4Writer(_AvMuxer):
             self._output.__exit__(type(exc), exc, exc.__traceback__)
             raise
         self._output.__exit__(None, None, None)
+        return b""
 
     def abort(self) -> None:
         if self._closed:
@@ -252,6 +258,11 @@ class FragmentedMp4Writer(_AvMuxer):
         """Pad, flush and finish the stream; return the bytes not yet drained (``b""`` once all are)."""
         self._end(padded=True)
         return self.drain()
+
+    def abort(self) -> None:
+        """End the stream where it is, unpadded and without the closing ``mfra`` (a cut stream)."""
+        self._end(padded=False)
+        self._sink.take()
 
     def _end(self, *, padded: bool) -> None:
         if self._closed:

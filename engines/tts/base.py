@@ -11,7 +11,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,12 @@ class AudioChunk:
     sample_rate: int
     text: str  # the clause spoken
     language: str
+    # Where the chunk starts on its utterance's clock, in samples: a transport paces and syncs by it.
+    offset_samples: int = 0
+
+    @property
+    def offset_seconds(self) -> float:
+        return self.offset_samples / self.sample_rate
 
 
 class TTSEngine(ABC):
@@ -93,7 +99,7 @@ class TTSEngine(ABC):
                 code="voice_mismatch",
             )
         sentences = self.planner.plan(text, language)
-        return self._chunks(sentences, voice)
+        return _stamp_offsets(self._chunks(sentences, voice))
 
     def _chunks(self, sentences: list[Sentence], voice: Voice | None) -> Iterator[AudioChunk]:
         for sentence in sentences:
@@ -110,3 +116,16 @@ class TTSEngine(ABC):
     ) -> tuple[np.ndarray, int]:
         chunks = [chunk.pcm for chunk in self.stream(text, language, voice)]
         return np.concatenate(chunks), self.sample_rate
+
+
+def _stamp_offsets(chunks: Iterator[AudioChunk]) -> Iterator[AudioChunk]:
+    """Number each chunk's first sample on the utterance clock (engines yield bare chunks)."""
+    offset = 0
+    try:
+        for chunk in chunks:
+            yield replace(chunk, offset_samples=offset)
+            offset += chunk.pcm.size
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()

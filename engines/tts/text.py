@@ -206,3 +206,66 @@ class TextPlanner:
             Sentence(s, lang, tuple(split_clauses(s, self.clause_chars[lang])))
             for s, lang in zip(sentences, languages, strict=True)
         ]
+
+
+# A clause boundary inside a sentence still being written: a comma-like mark and the space after it.
+_CLAUSE_BOUNDARY = re.compile(r"[,，、;；:：]\s*")
+
+
+class ClauseAggregator:
+    """Text arriving in pieces (LLM deltas) -> speakable segments, each as soon as it is whole.
+
+    ``feed`` returns the sentences a delta completed; a sentence still being written that is already
+    longer than ``max_clause_chars`` gives up its finished clauses (cut at commas) so speech can start
+    before the model reaches the full stop. A Latin end mark at the very end of the text is not final
+    yet ("3." may become "3.5"); CJK end marks are. ``flush`` returns what is left: all of it when the
+    reply ended normally, only up to its last whole clause when the reply was cut off (``cut=True``).
+    """
+
+    def __init__(self, max_clause_chars: int = DEFAULT_CLAUSE_CHARS["en"]) -> None:
+        self.max_clause_chars = max_clause_chars
+        self._pending = ""
+
+    @property
+    def pending(self) -> str:
+        return self._pending
+
+    def feed(self, delta: str) -> list[str]:
+        self._pending += delta
+        end = self._last_final_sentence_end()
+        segments: list[str] = []
+        if end:
+            segments = split_sentences(self._pending[:end])
+            self._pending = self._pending[end:]
+        if len(self._pending) > self.max_clause_chars:
+            cut = self._last_clause_end(self._pending)
+            if cut:
+                segments += [c for c in [self._pending[:cut].strip()] if is_speakable(c)]
+                self._pending = self._pending[cut:]
+        return segments
+
+    def flush(self, cut: bool = False) -> list[str]:
+        text, self._pending = self._pending, ""
+        if cut:
+            text = text[: self._last_clause_end(text)]
+        return split_sentences(text) if text.strip() else []
+
+    def _last_final_sentence_end(self) -> int:
+        last = 0
+        text = self._pending
+        for match in _SENTENCE_END.finditer(text):
+            if match.end() == len(text) and not _CJK_END.search(match.group()):
+                break  # a Latin end mark with nothing after it yet
+            if _ABBREVIATION.search(text, 0, match.end()) and match.group().strip() == ".":
+                continue
+            last = match.end()
+        return last
+
+    @staticmethod
+    def _last_clause_end(text: str) -> int:
+        ends = [m.end() for m in _CLAUSE_BOUNDARY.finditer(text)]
+        ends += [m.end() for m in _SENTENCE_END.finditer(text)]
+        return max(ends, default=0)
+
+
+_CJK_END = re.compile(r"[。！？]")
