@@ -185,7 +185,7 @@ class ConversationDeployment:
         started = time.perf_counter()
         timings: dict[str, float] = {}
         planner = ReplyPlanner(language, self.chat_settings.reply_max_sentences,
-                               await self._max_chars(language))
+                               await self._max_chars(language), self.chat_settings.first_clause_chars)
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
         speaking: asyncio.Task[tuple[int, float]] | None = None
         stream = None

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engines.errors import InputError, ModelUnavailableError
 from realtime_avatar import logs
+from realtime_avatar.conversation import CapacityError
 from realtime_avatar.logs import event
 from realtime_avatar.stages import UploadTooLargeError
 from realtime_avatar.store import StoreUnavailableError
@@ -62,7 +63,7 @@ def to_api_error(exc: BaseException, retry_after_s: float) -> ApiError:
         seconds = exc.retry_after_s if exc.retry_after_s is not None else retry_after_s
         return ApiError(503, "overloaded", "the server is at capacity; retry later",
                         {"Retry-After": str(max(1, round(seconds)))})
-    if isinstance(exc, ModelUnavailableError | StoreUnavailableError):
+    if isinstance(exc, ModelUnavailableError | StoreUnavailableError | CapacityError):
         return ApiError(503, exc.code, str(exc), retry)
     if isinstance(exc, RayError | RayServeException):
         # A replica died or is restarting (Serve replaces it): this request is lost, the next may not be.

@@ -18,6 +18,10 @@ ALIASES: dict[str, dict[str, str]] = {
         "lite": "engines.avatar.lite:LiteRenderer",
         "liveportrait": "engines.avatar.liveportrait.engine:LivePortraitRenderer",
     },
+    "llm": {
+        "llama-cpp": "engines.llm.llama_cpp:LlamaCppLLM",
+        "openai-compatible": "engines.llm.openai_compatible:OpenAICompatibleLLM",
+    },
 }
 
 

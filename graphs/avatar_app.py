@@ -47,9 +47,7 @@ def deployment_options(settings: Settings, name: str) -> dict[str, Any]:
 
 def _bind_stage(settings: Settings, stage: str, config: dict[str, Any], bound: dict[str, Any]) -> Any:
     if stage == "llm" and settings.llm.name == "vllm":
-        from graphs.vllm_stage import build_vllm_stage  # only the l4 profile needs ray.serve.llm
-
-        return build_vllm_stage(settings, deployment_options(settings, stage))
+        return _bind_vllm(settings, config)
     if stage not in STAGE_DEPLOYMENTS:
         raise ValueError(f"stage {stage!r} has no deployment; known: {', '.join(STAGE_DEPLOYMENTS)}")
     deployment = STAGE_DEPLOYMENTS[stage]
@@ -58,6 +56,22 @@ def _bind_stage(settings: Settings, stage: str, config: dict[str, Any], bound: d
         raise ValueError(f"stage {stage!r} needs {', '.join(missing)} listed before it in stages")
     handles = [bound[n] for n in _needs(deployment)]
     return deployment.options(**deployment_options(settings, stage)).bind(config, *handles)
+
+
+def _bind_vllm(settings: Settings, config: dict[str, Any]) -> Any:
+    """The l4 LLM stage: vLLM's LLMServer (ray.serve.llm) with its GPU share in its placement group, and
+    the thin ``VLLMChat`` adapter in front (admission limits only, no GPU of its own)."""
+    from graphs.vllm_stage import bind_vllm_chat  # only the l4 profile needs ray.serve.llm
+
+    serve, limits = settings.serve, settings.serve.deployments["llm"]
+    server = {**limits.model_dump(), "health_check_period_s": serve.health_check_period_s,
+              "health_check_timeout_s": serve.health_check_timeout_s}
+    return bind_vllm_chat(
+        settings.llm.options, settings.llm.gpu_share, server,
+        adapter_options={"max_ongoing_requests": limits.max_ongoing_requests,
+                         "max_queued_requests": limits.max_queued_requests},
+        log_level=config["log_level"],
+    )
 
 
 def _needs(deployment: Any) -> tuple[str, ...]:

@@ -181,7 +181,7 @@ def chat_request_fields(
         "model": model_id,
         "messages": [{"role": m["role"], "content": str(m["content"])} for m in messages],
         "stream": True,
-        # vLLM refuses a request id that is already running: the suffix keeps retries apart.
+        # Request ids must be unique among running requests: the suffix keeps retries apart in vLLM.
         "request_id": f"{request_id}-{uuid.uuid4().hex[:8]}",
     }
     for key in SAMPLING_PARAMS:

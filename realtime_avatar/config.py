@@ -120,6 +120,9 @@ class ChatSettings(BaseModel):
     history_tokens: int = Field(default=1024, ge=64)
     reply_max_sentences: int = Field(default=3, ge=1)
     reply_max_tokens: int = Field(default=96, ge=8)
+    # The reply's first clause goes to TTS alone once a comma ends it past this many characters (an
+    # earlier first clip); 0: first clauses wait like the rest.
+    first_clause_chars: int = Field(default=8, ge=0)
     temperature: float = Field(default=0.7, ge=0)
     top_p: float = Field(default=0.9, gt=0, le=1)
     llm_timeout_s: float = Field(default=30.0, gt=0)  # no delta for this long: the LLM is down (503)
@@ -158,13 +161,19 @@ class StoreSettings(BaseModel):
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` on top of ``base``, dicts merged key by key, except that an engine spec naming
+    another engine replaces the base spec whole (llama.cpp's options mean nothing to vLLM)."""
     merged = dict(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and not _other_engine(merged[key], value):
             merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged
+
+
+def _other_engine(base: dict[str, Any], override: dict[str, Any]) -> bool:
+    return "name" in base and "name" in override and base["name"] != override["name"]
 
 
 def load_profile(profile: str, path: Path | None = None) -> dict[str, Any]:

@@ -172,9 +172,14 @@ class ReplyPlanner:
     past that is not spoken, and the reply text returned to the client is what was spoken.
     """
 
-    def __init__(self, language: str, max_sentences: int, max_chars: int) -> None:
+    def __init__(
+        self, language: str, max_sentences: int, max_chars: int, first_clause_chars: int = 0
+    ) -> None:
         self.language, self.max_sentences, self.max_chars = language, max_sentences, max_chars
-        self._aggregator = ClauseAggregator(DEFAULT_CLAUSE_CHARS.get(language, DEFAULT_CLAUSE_CHARS["en"]))
+        self._clause_chars = DEFAULT_CLAUSE_CHARS.get(language, DEFAULT_CLAUSE_CHARS["en"])
+        # The first clip is what the visitor waits for: let the reply's first clause go on its own as
+        # soon as a comma closes it (the rest are cut at commas only when a sentence runs long).
+        self._aggregator = ClauseAggregator(first_clause_chars or self._clause_chars)
         self.spoken: list[str] = []
         self._sentence_ends = 0
 
@@ -200,6 +205,7 @@ class ReplyPlanner:
                 break
             accepted.append(segment)
             self.spoken.append(segment)
+            self._aggregator.max_clause_chars = self._clause_chars
             if segment.rstrip()[-1:] in ".!?…。！？" or segment.rstrip().endswith(("?\"", "!\"")):
                 self._sentence_ends += 1
         return accepted

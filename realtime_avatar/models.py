@@ -72,6 +72,18 @@ def _whisper(size: str) -> ModelEntry:
     )
 
 
+def _qwen_awq(size: str, shards: tuple[float, ...]) -> ModelEntry:
+    """Qwen2.5 AWQ (vLLM on the l4 profile): a HF dir with the tokenizer and safetensors shards."""
+    count = len(shards)
+    files = [ModelFile(f"model-{i + 1:05d}-of-{count:05d}.safetensors", approx_bytes=gb * 1000 * _MB)
+             for i, gb in enumerate(shards)]
+    files += [ModelFile(p) for p in ("config.json", "generation_config.json", "model.safetensors.index.json",
+                                     "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt")]
+    name = f"qwen2.5-{size}-instruct-awq"
+    return ModelEntry(name=name, repo_id=f"Qwen/Qwen2.5-{size.upper()}-Instruct-AWQ", subdir=name,
+                      files=tuple(files), license="Apache-2.0")
+
+
 _MB = 1_000_000
 REGISTRY: dict[str, ModelEntry] = {
     entry.name: entry
@@ -107,8 +119,23 @@ REGISTRY: dict[str, ModelEntry] = {
         ),
         _whisper("small"),
         _whisper("medium"),
+        # The l4 profile's LLM (vLLM), and the larger option; published shard sizes, rounded.
+        _qwen_awq("7b", (4.0, 1.57)),
+        _qwen_awq("14b", (3.99, 3.97, 2.02)),
+        # One GGUF file for llama.cpp on a laptop (engine llama-cpp, option model: <dir>/<file>).
+        ModelEntry(
+            name="qwen2.5-7b-instruct-gguf",
+            repo_id="bartowski/Qwen2.5-7B-Instruct-GGUF",
+            subdir="qwen2.5-7b-instruct-gguf",
+            files=(ModelFile("Qwen2.5-7B-Instruct-Q4_K_M.gguf", approx_bytes=4680 * _MB),),
+            license="Apache-2.0",
+        ),
     )
 }
+# Engines that are no registry class but whose weights the profile check still looks at (vLLM is served
+# through ray.serve.llm, graphs/vllm_stage.py): engine name -> (weights option, registry entry or None,
+# which picks the entry from the option's directory name).
+SERVED_ENGINE_WEIGHTS: dict[str, tuple[str, str | None]] = {"vllm": ("model", None)}
 
 
 def default_root(settings: Settings | None = None) -> Path:
@@ -442,6 +469,13 @@ ENGINE_WEIGHTS: dict[str, tuple[str, str | None]] = {
 BUNDLED_WHISPER = "base"
 
 
+def _entry_for_dir(kind: str, directory: str) -> ModelEntry:
+    if kind == "llm":
+        name = Path(directory).name
+        return REGISTRY[name] if name in REGISTRY else REGISTRY["qwen2.5-7b-instruct-awq"]
+    return _whisper_entry(directory)
+
+
 def _whisper_entry(model: str) -> ModelEntry:
     name = Path(model).name
     for candidate in (name, f"whisper-{name}", name.replace("faster-whisper-", "whisper-")):
@@ -468,13 +502,14 @@ def check_profile_weights(settings: Settings) -> list[str]:
     for kind in settings.stages:
         spec = settings.engine(kind)
         target = ALIASES.get(kind, {}).get(spec.name, spec.name)
-        if target not in ENGINE_WEIGHTS:
+        known = ENGINE_WEIGHTS.get(target) or SERVED_ENGINE_WEIGHTS.get(spec.name)
+        if known is None:
             continue
-        option, entry_name = ENGINE_WEIGHTS[target]
+        option, entry_name = known
         value = spec.options.get(option)
         if entry_name is None and value in (None, BUNDLED_WHISPER):
             continue
-        entry = REGISTRY[entry_name] if entry_name else _whisper_entry(str(value))
+        entry = REGISTRY[entry_name] if entry_name else _entry_for_dir(kind, str(value))
         label = f"{kind} engine {spec.name!r}"
         if not value:
             problems.append(
