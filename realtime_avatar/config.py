@@ -165,8 +165,9 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     another engine replaces the base spec whole (llama.cpp's options mean nothing to vLLM)."""
     merged = dict(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict) and not _other_engine(merged[key], value):
-            merged[key] = deep_merge(merged[key], value)
+        current = merged.get(key)
+        if isinstance(value, dict) and isinstance(current, dict) and not _other_engine(current, value):
+            merged[key] = deep_merge(current, value)
         else:
             merged[key] = value
     return merged

@@ -35,7 +35,8 @@ def _feed_all(aggregator: ClauseAggregator, deltas: list[str]) -> list[list[str]
 
 def test_sentences_leave_as_soon_as_they_are_whole_and_not_before():
     aggregator = ClauseAggregator(max_clause_chars=200)
-    out = _feed_all(aggregator, ["Hello", " there.", " I am", " 3.", "5 metres tall, Dr.", " Smith said. Bye"])
+    deltas = ["Hello", " there.", " I am", " 3.", "5 metres tall, Dr.", " Smith said. Bye"]
+    out = _feed_all(aggregator, deltas)
     # "there." waits for what follows (it could have been "there.5"); "3." is not an end; "Dr." neither.
     assert out == [[], [], ["Hello there."], [], [], ["I am 3.5 metres tall, Dr. Smith said."]]
     assert aggregator.flush() == ["Bye"]
@@ -100,7 +101,8 @@ def test_sessions_expire_cap_and_end(tmp_path):
 
 def test_a_session_ends_after_its_turns_and_its_minutes():
     now = [0.0]
-    table = SessionTable(ChatSettings(max_turns=1, max_session_minutes=1, idle_ttl_s=600), clock=lambda: now[0])
+    settings = ChatSettings(max_turns=1, max_session_minutes=1, idle_ttl_s=600)
+    table = SessionTable(settings, clock=lambda: now[0])
     session = table.create(None, None, None)
     session.turns.append(Turn("hi", "hello", 5))
     with pytest.raises(SessionExpiredError, match="1 turns"):
