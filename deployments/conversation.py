@@ -144,9 +144,9 @@ class ConversationDeployment:
             _cancel(task)  # the client went away (or the stream ended): stop the work it asked for
 
     def _reply_language(self, session: Session, message: str, language: str | None) -> str:
+        code = normalize_language(language)  # an unsupported code is a 400 even in a fixed session
         if session.language:
             return session.language
-        code = normalize_language(language)
         if code != "auto":
             return code
         detected, confidence = self.detector.detect(message)
@@ -164,7 +164,9 @@ class ConversationDeployment:
                 queue.put_nowait(_start_event(session, language, cached_line=True))
                 queue.put_nowait({"type": "text", "delta": text})
                 clips = asyncio.Queue[Any]()
-                clips.put_nowait(text)
+                planner = ReplyPlanner(language, max_sentences=len(text), max_chars=len(text))
+                for sentence in [*planner.feed(text), *planner.flush(cut=False)]:
+                    clips.put_nowait(sentence)  # a clip per sentence, each cached on its own
                 clips.put_nowait(None)
                 count, _ = await self._speak(clips, queue, session, language, request_id, cache=True)
                 queue.put_nowait({"type": "done", "text": text, "clips": count, "cut": False,
@@ -258,6 +260,7 @@ class ConversationDeployment:
                 queue.put_nowait(_start_event(session, language))
             queue.put_nowait({"type": "text", "delta": item})
             for sentence in planner.feed(item):
+                timings.setdefault("first_sentence", _ms(started))
                 sentences.put_nowait(sentence)
             if planner.full:
                 return "stop", None  # all it may say is said: stop the LLM (finally cancels the stream)

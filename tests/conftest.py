@@ -88,9 +88,16 @@ def gcs_emulator() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def api_server(tmp_path_factory) -> Iterator[str]:
+def serve_cache(tmp_path_factory) -> Path:
+    """The module's server's cache dir (prepared assets, cached clips)."""
+    return tmp_path_factory.mktemp("serve-cache")
+
+
+@pytest.fixture(scope="module")
+def api_server(request, serve_cache) -> Iterator[str]:
     """The real Serve graph (cpu profile of serve_config.yaml) on a free loopback port, per test module
-    (so its idle replicas don't take CPU from the modules that don't use it)."""
+    (so its idle replicas don't take CPU from the modules that don't use it). A module's ``SERVER_ENV``
+    dict adds AVATAR_* overrides for its server (e.g. smaller session caps)."""
     import httpx
 
     config = resolve("cpu")
@@ -98,7 +105,9 @@ def api_server(tmp_path_factory) -> Iterator[str]:
     config["applications"][0]["args"]["log_level"] = "WARNING"
     with pytest.MonkeyPatch.context() as patch:
         # Settings are resolved here, in the driver, and handed to every replica.
-        patch.setenv("AVATAR_CACHE_DIR", str(tmp_path_factory.mktemp("serve-cache")))
+        patch.setenv("AVATAR_CACHE_DIR", str(serve_cache))
+        for name, value in getattr(request.module, "SERVER_ENV", {}).items():
+            patch.setenv(name, value)
         with running(config) as base:
             wait_ready(base)
             # First calls pay one-off costs (phonemizer dictionaries, ONNX sessions): not the tests' to time.
