@@ -7,7 +7,7 @@ DEMO_EN := Hello! I am a realtime avatar. I can speak English, Mandarin and Span
 DEMO_ZH := 你好！我是一个实时数字人，很高兴认识你。
 DEMO_ES := ¡Hola! Soy un avatar en tiempo real. Encantado de conocerte.
 
-.PHONY: setup run render demo test lint bench bench-serve loadtest eval clean
+.PHONY: setup run render demo test lint bench bench-serve bench-chat chat loadtest eval clean
 
 setup: $(STAMP)
 
@@ -19,6 +19,11 @@ $(STAMP): pyproject.toml scripts/setup.sh
 # it prints the URL and a curl line that renders an MP4. Ctrl-C stops it.
 run: setup
 	$(BIN)/avatar serve --profile cpu
+
+# Chat in the terminal (starts the cpu profile here unless URL names a running server); clips go to out/chat.
+URL ?=
+chat: setup
+	$(BIN)/avatar chat $(if $(URL),--url $(URL),)
 
 # One MP4 from the command line, no server.
 render: setup
@@ -40,6 +45,12 @@ lint: setup
 bench: setup
 	$(BIN)/python -m benchmarks
 	$(BIN)/python -m benchmarks.serving
+	$(BIN)/python -m benchmarks.llm
+	$(BIN)/python -m benchmarks.chat
+
+# Chat through the served graph: first-clip latency, replies per bundled LLM, memory over 50 turns.
+bench-chat: setup
+	$(BIN)/python -m benchmarks.chat
 
 # Serve overhead, time to first fragment, and locust at 1/2/4 users (starts its own cpu server).
 bench-serve: setup

@@ -94,6 +94,10 @@ def curl_example(base_url: str) -> str:
             "-d '{\"text\": \"Hello! I am a realtime avatar.\", \"language\": \"en\"}' -o hello.mp4")
 
 
+def chat_example(base_url: str) -> str:
+    return f".venv/bin/avatar chat --url {base_url} --lang es -m 'Hola, ¿qué haces en tu trabajo?'"
+
+
 @contextlib.contextmanager
 def running(config: dict[str, Any]) -> Iterator[str]:
     """Start the config's apps with Ray Serve (a local Ray unless RAY_ADDRESS names a cluster), yield
@@ -126,7 +130,8 @@ def serve_forever(config: dict[str, Any]) -> None:
     with running(config) as base_url:
         print(f"serving on {base_url} (ready in {time.perf_counter() - started:.0f} s); "
               f"API docs: {base_url}/docs")
-        print(f"render an MP4:\n  {curl_example(base_url)}", flush=True)
+        print(f"render an MP4:\n  {curl_example(base_url)}")
+        print(f"chat (reply text here, clips in out/chat/):\n  {chat_example(base_url)}", flush=True)
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
