@@ -7,7 +7,9 @@
    session per language: the share of replies in the session's language (lingua on the spoken text),
    and the share that whisper (the bundled base model, on the clips' own audio) understands: WER
    <= 0.25 (en, es) / CER <= 0.30 (zh) against the spoken text, with the median error.
-3. Memory: RSS of every process of the app (Ray's and Serve's) with the LLM loaded, before and after
+3. Cancellation: a client that closes the connection mid-reply; how long until no stage has a request
+   in flight (``/readyz``).
+4. Memory: RSS of every process of the app (Ray's and Serve's) with the LLM loaded, before and after
    ``--memory-turns`` sequential turns (after a warm-up).
 
 Prints Markdown and writes it with the raw numbers to ``out/bench/chat.{md,json}``.
@@ -148,6 +150,31 @@ def bench_replies(base: str, asr: Any, detector: LanguageDetector, workdir: Path
     return results
 
 
+def _in_flight(http: httpx.Client) -> int:
+    stages = http.get("/readyz").json()["stages"]
+    return sum(int(stage.get("in_flight", 0)) for stage in stages.values())
+
+
+def bench_cancellation(base: str, repeats: int) -> dict[str, Any]:
+    """Close the connection mid-reply (after the first text delta, while the LLM writes and the first
+    sentence renders); time until /readyz reports no request in flight in any stage."""
+    freed: list[float] = []
+    with httpx.Client(base_url=base, timeout=120) as http, ChatClient(base) as chat:
+        session = chat.create_session("en")["session_id"]
+        body = {"session_id": session, "text": "Tell me a long story about your work and your city."}
+        for _ in range(repeats):
+            with http.stream("POST", "/v1/chat", json=body) as response:
+                for line in response.iter_lines():
+                    if '"type":"text"' in line:
+                        break
+            left = time.perf_counter()
+            while _in_flight(http):
+                time.sleep(0.005)
+            freed.append(time.perf_counter() - left)
+    return {"repeats": repeats, "freed_p50_ms": _pct(freed, 50), "freed_p95_ms": _pct(freed, 95),
+            "freed_max_ms": round(max(freed) * 1000)}
+
+
 def app_rss_mb() -> dict[str, float]:
     """RSS per process of the app: Ray's own processes and every Serve replica, by name."""
     found: dict[str, float] = {}
@@ -195,6 +222,11 @@ def markdown(machine_line: str, result: dict[str, Any]) -> str:
         for language, row in per_language.items():
             lines.append(f"| {model} | {language} | {row['language_match']:.0%} | {row['understood']:.0%} | "
                          f"{row['median_error_rate']:.2f} |")
+    cancel = result.get("cancellation")
+    if cancel:
+        p50, p95, worst = cancel["freed_p50_ms"], cancel["freed_p95_ms"], cancel["freed_max_ms"]
+        lines += ["", "Cancellation (client closes mid-reply; until no stage has a request in flight, polled "
+                  f"through /readyz): p50 {p50} ms, p95 {p95} ms, max {worst} ms, {cancel['repeats']} runs"]
     memory = result.get("memory")
     if memory:
         lines += ["", f"Memory (RSS, every process of the app): {memory['total_before_mb']} MB before and "
@@ -225,6 +257,8 @@ def main() -> None:
                     result["machine"] = machine()
                     print("latency...", flush=True)
                     result["latency"] = bench_latency(base, args.turns)
+                    print("cancellation...", flush=True)
+                    result["cancellation"] = bench_cancellation(base, 10)
                     print("memory...", flush=True)
                     result["memory"] = bench_memory(base, args.memory_turns)
                 print("replies...", flush=True)

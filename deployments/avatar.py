@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from deployments.common import StageDeployment
+from deployments.common import StageDeployment, cancel_stream
 from realtime_avatar.encoding import Container, MediaPart
 from realtime_avatar.stages import Animation
 
@@ -80,7 +80,7 @@ class AvatarDeployment(StageDeployment):
                 yield await self.health.call(request_id, utterance.finish)
                 utterance = None
         finally:
-            chunks.cancel()  # a consumer that left, or a failure: TTS stops too
+            cancel_stream(chunks)  # a consumer that left, or a failure: TTS stops too
             if utterance is not None:  # cut short: no half-written container passes for whole
                 with contextlib.suppress(Exception):
                     utterance.abort()

@@ -95,6 +95,15 @@ class StageHealth:
             raise RuntimeError(f"{self.failures_in_a_row} internal failures in a row")
 
 
+def cancel_stream(stream: Any) -> None:
+    """Cancel a handle's response stream (its replica stops the work) without raising: a stream that was
+    refused (backpressure) or failed raises its error again on ``cancel``, which would replace the error
+    already on its way to the client."""
+    if stream is not None:
+        with contextlib.suppress(Exception):
+            stream.cancel()
+
+
 def _close_when_idle(items: Iterator[Any], step: Future[Any] | None) -> None:
     close = getattr(items, "close", None)
     if close is None:

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from deployments.common import settings_from
+from deployments.common import cancel_stream, settings_from
 from engines.errors import InputError
 from engines.llm.base import LLMUnavailableError
 from engines.tts.text import LanguageDetector, normalize_language
@@ -61,7 +61,7 @@ class ConversationDeployment:
         self._system_tokens: dict[str, int] = {}
 
     async def ready(self) -> dict[str, Any]:
-        replying = sum(1 for s in self.sessions._sessions.values() if _running(s.replying))
+        replying = sum(1 for s in self.sessions.live() if _running(s.replying))
         return {"sessions": len(self.sessions), "max_sessions": self.chat_settings.max_sessions,
                 "in_flight": replying, "persona": self.persona.name}
 
@@ -222,8 +222,7 @@ class ConversationDeployment:
             # Before the first event the API can still answer with a status; after it, in band.
             queue.put_nowait(_error_event(exc) if "first_text" in timings else exc)
         finally:
-            if stream is not None:
-                stream.cancel()
+            cancel_stream(stream)
             if speaking is not None and not speaking.done():
                 speaking.cancel()
                 with contextlib.suppress(BaseException):
@@ -281,7 +280,7 @@ class ConversationDeployment:
                     data += part.data
                     seconds = max(seconds, part.audio_offset_s + part.audio_seconds)
             finally:
-                parts.cancel()
+                cancel_stream(parts)
             if timings is not None and "first_clip" not in timings:
                 timings["first_clip"] = _ms(started)
             queue.put_nowait({"type": "clip", "index": index, "text": sentence, "language": language,

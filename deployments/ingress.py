@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from deployments.common import settings_from
+from deployments.common import cancel_stream, settings_from
 from deployments.http import ApiError, install_error_handlers, read_upload, require_json, to_api_error
 from engines.errors import EmptyTextError
 from engines.media.audio import wav_bytes
@@ -173,9 +173,9 @@ class Ingress:
             probe.write(b"ok")
             probe.flush()
 
-    @app.get("/healthz", summary="the ingress process is up")
+    @app.get("/healthz", summary="the ingress process is up (and which ingress replica answered)")
     async def healthz(self) -> dict[str, str]:
-        return {"status": "ok"}
+        return {"status": "ok", "replica": serve.get_replica_context().replica_id.unique_id}
 
     @app.get("/readyz", summary="every stage answers", responses={503: {"description": "a stage is down"}})
     async def readyz(self) -> Response:
@@ -332,7 +332,7 @@ class Ingress:
         except Exception as exc:
             raise to_api_error(exc, self.settings.serve.retry_after_s) from None
         finally:
-            items.cancel()  # this request is over (done, failed or abandoned): so is the work behind it
+            cancel_stream(items)  # this request is over (done, failed or abandoned): so is the work behind it
 
     async def _fragments(
         self, first: MediaPart, parts: AsyncIterator[MediaPart], rid: str, started: float

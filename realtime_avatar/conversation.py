@@ -87,6 +87,9 @@ class SessionTable:
     def __len__(self) -> int:
         return len(self._sessions)
 
+    def live(self) -> list[Session]:
+        return list(self._sessions.values())
+
     def create(self, language: str | None, voice_id: str | None, avatar_id: str | None) -> Session:
         self.sweep()
         if len(self._sessions) >= self.settings.max_sessions:

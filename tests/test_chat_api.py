@@ -17,8 +17,10 @@ from engines.media.mp4 import fragment_boxes, probe_mp4, read_audio, read_frames
 from realtime_avatar.chat_client import ChatApiError, ChatClient
 
 MAX_SESSIONS = 6
-# Greedy decoding (the same reply every run) and a small session cap to reach it in a test.
-SERVER_ENV = {"AVATAR_CHAT__TEMPERATURE": "0", "AVATAR_CHAT__MAX_SESSIONS": str(MAX_SESSIONS)}
+# Greedy decoding (the same reply every run), a small session cap to reach it in a test, and two ingress
+# replicas: every test's calls land on either, so sessions are seen to live in one place.
+SERVER_ENV = {"AVATAR_CHAT__TEMPERATURE": "0", "AVATAR_CHAT__MAX_SESSIONS": str(MAX_SESSIONS),
+              "AVATAR_SERVE__DEPLOYMENTS__INGRESS__NUM_REPLICAS": "2"}
 FPS = 25
 
 
@@ -222,6 +224,15 @@ def test_too_many_sessions_is_503_with_retry_after_and_ending_one_frees_a_place(
     finally:
         for session_id in opened:
             chat.end_session(session_id)
+
+
+def test_a_session_is_the_same_whichever_ingress_replica_answers(http, chat, session):
+    replicas = {http.get("/healthz").json()["replica"] for _ in range(40)}
+    assert len(replicas) == 2  # the proxy spreads requests over both
+    for _ in range(10):
+        assert http.get(f"/v1/chat/sessions/{session}").json()["session_id"] == session
+    first, second = chat.send(session, "Hi!"), chat.send(session, "Bye!")
+    assert first.events[0]["turn"] + 1 == second.events[0]["turn"]
 
 
 def test_openapi_documents_the_chat_stream(http):

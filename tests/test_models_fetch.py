@@ -191,8 +191,9 @@ def empty_cache(tmp_path, monkeypatch) -> Path:
 
 def test_l4_profile_lists_missing_weights_with_fetch_commands(empty_cache):
     missing = models.check_profile_weights(Settings(profile="l4"))
-    assert len(missing) == 3
-    for name, kind in (("whisper-small", "asr"), ("xtts-v2", "tts"), ("liveportrait", "avatar")):
+    assert len(missing) == 4
+    for name, kind in (("whisper-small", "asr"), ("qwen2.5-7b-instruct-awq", "llm"), ("xtts-v2", "tts"),
+                       ("liveportrait", "avatar")):
         (line,) = [m for m in missing if m.startswith(f"{kind} engine")]
         models_dir = empty_cache / "models"
         assert f"{name} weights missing" in line and str(models_dir / name) in line
@@ -205,7 +206,7 @@ def test_l4_check_passes_an_engine_once_its_files_are_there(empty_cache):
     for f in models.REGISTRY["whisper-small"].files:
         (whisper / f.path).write_bytes(b"x")
     missing = models.check_profile_weights(Settings(profile="l4"))
-    assert [m.split(" ", 1)[0] for m in missing] == ["tts", "avatar"]
+    assert [m.split(" ", 1)[0] for m in missing] == ["llm", "tts", "avatar"]
 
 
 def test_cpu_profile_needs_no_fetched_weights(empty_cache):
