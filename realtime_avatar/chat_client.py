@@ -83,16 +83,13 @@ class ChatClient:
     def events(self, session_id: str, text: str, language: str = "auto") -> Iterator[dict[str, Any]]:
         """The reply's events as they arrive; an HTTP error before the stream raises ChatApiError."""
         body = {"session_id": session_id, "text": text, "language": language}
-        with self.http.stream("POST", "/v1/chat", json=body) as response:
-            if response.status_code >= 400:
-                response.read()
-                _raise_for(response)
-            for line in response.iter_lines():
-                if line.strip():
-                    yield json.loads(line)
+        return self._stream("POST", "/v1/chat", body)
 
     def greeting_events(self, session_id: str) -> Iterator[dict[str, Any]]:
-        with self.http.stream("GET", f"/v1/chat/sessions/{session_id}/greeting") as response:
+        return self._stream("GET", f"/v1/chat/sessions/{session_id}/greeting")
+
+    def _stream(self, method: str, path: str, body: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+        with self.http.stream(method, path, json=body) as response:
             if response.status_code >= 400:
                 response.read()
                 _raise_for(response)
