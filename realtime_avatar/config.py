@@ -76,6 +76,8 @@ class Limits(BaseModel):
     max_upload_bytes: int = 20_000_000
     max_image_pixels: int = 40_000_000
     max_asr_seconds: float = 120.0
+    # A JSON request body (render, tts, chat) larger than this is refused (413) before it is parsed.
+    max_json_bytes: int = Field(default=65_536, ge=1024)
 
 
 class StageServing(BaseModel):
@@ -198,7 +200,14 @@ class _ProfileSource(PydanticBaseSettingsSource):
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return load_profile(self.profile or os.environ.get("AVATAR_PROFILE", "cpu"))
+        document = load_profile(self.profile or os.environ.get("AVATAR_PROFILE", "cpu"))
+        # An environment override naming another engine (AVATAR_LLM__NAME=openai-compatible) takes the
+        # spec whole, as a profile does: the YAML engine's options mean nothing to the other engine.
+        for key, spec in document.items():
+            other = os.environ.get(f"AVATAR_{key.upper()}__NAME")
+            if isinstance(spec, dict) and "name" in spec and other and other != spec["name"]:
+                document[key] = {k: v for k, v in spec.items() if k != "options"}
+        return document
 
 
 class Settings(BaseSettings):

@@ -113,3 +113,12 @@ def test_a_stage_listed_before_what_it_needs_is_refused(monkeypatch):
     monkeypatch.setenv("AVATAR_STAGES", '["asr", "llm", "avatar", "tts"]')
     with pytest.raises(ValueError, match="needs tts"):
         _deployments("cpu")
+
+
+def test_an_engine_named_from_the_environment_does_not_inherit_the_yaml_engines_options(monkeypatch):
+    monkeypatch.setenv("AVATAR_LLM__NAME", "openai-compatible")
+    monkeypatch.setenv("AVATAR_LLM__OPTIONS__BASE_URL", "http://127.0.0.1:8080/v1")
+    llm = Settings().llm
+    assert (llm.name, llm.options) == ("openai-compatible", {"base_url": "http://127.0.0.1:8080/v1"})
+    monkeypatch.setenv("AVATAR_LLM__NAME", "llama-cpp")  # the same engine: its options stay
+    assert Settings().llm.options["model"] == "smollm2-135m"

@@ -106,6 +106,19 @@ def _llama_class() -> type:
     return CountingLlama
 
 
+def lower_process_priority(nice: int) -> None:
+    """Every thread of this process at (at least) ``nice``: Linux keeps a nice value per thread, and new
+    threads (llama.cpp's workers) inherit their creator's, so all present ones are set."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    for tid in os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else ["0"]:
+        try:
+            if os.getpriority(os.PRIO_PROCESS, int(tid)) < nice:
+                os.setpriority(os.PRIO_PROCESS, int(tid), nice)
+        except (ProcessLookupError, PermissionError):
+            continue  # the thread ended meanwhile, or the system forbids it: priority is a preference
+
+
 class LlamaCppLLM(LLMEngine):
     """``model``: a bundled name (``smollm2-135m``, ``gemma3-270m``) or the path of a .gguf file.
 
@@ -113,6 +126,11 @@ class LlamaCppLLM(LLMEngine):
     model); llama-cpp's names (``chatml``, ``gemma``, ...) or ``transcript`` override it.
     ``max_tokens``/``temperature``/``top_p``/``repeat_penalty`` are defaults that ``stream_chat``
     params override per call.
+
+    ``nice`` (0-19) lowers the CPU priority of the whole process that holds the model (meant for a
+    process of its own, such as the LLM's Serve replica). On a 2-core machine the LLM writes faster
+    than the voice speaks, and what a visitor waits for is the first sentence's speech and frames:
+    at a lower priority the LLM gets the cores whenever TTS and rendering leave them idle.
     """
 
     name = "llama-cpp"
@@ -133,6 +151,7 @@ class LlamaCppLLM(LLMEngine):
         top_p: float = 0.9,
         repeat_penalty: float = 1.1,
         busy_timeout_s: float = 120.0,
+        nice: int = 0,
         verbose: bool = False,
     ) -> None:
         self.model = model
@@ -148,6 +167,9 @@ class LlamaCppLLM(LLMEngine):
             "repeat_penalty": repeat_penalty,
         }
         self.busy_timeout_s = busy_timeout_s
+        if not 0 <= nice <= 19:
+            raise ValueError(f"nice must be 0 (normal) to 19 (lowest CPU priority), got {nice}")
+        self.nice = nice
         self.verbose = verbose
         self.context_tokens = n_ctx
         self.last_stats = TurnStats()
@@ -196,6 +218,7 @@ class LlamaCppLLM(LLMEngine):
                 llm.set_cache(llama_cpp.LlamaRAMCache(capacity_bytes=self.ram_cache_mb << 20))
             self.context_tokens = llm.n_ctx()
             self._llm = llm
+            lower_process_priority(self.nice)
 
     def count_tokens(self, text: str) -> int:
         # Tokenizing reads the vocabulary only: safe beside a running generation, so no lock.
@@ -212,6 +235,7 @@ class LlamaCppLLM(LLMEngine):
         if not self._lock.acquire(timeout=self.busy_timeout_s):
             raise LLMUnavailableError(f"the LLM stayed busy for {self.busy_timeout_s:.0f} s; retry later")
         try:
+            lower_process_priority(self.nice)  # this worker thread, and any started since load()
             stats = self.last_stats = TurnStats()
             llm.turn_prompt_tokens, llm.turn_evaluated, llm.turn_sampled = 0, None, 0
             started = time.perf_counter()
