@@ -7,17 +7,30 @@ DEMO_EN := Hello! I am a realtime avatar. I can speak English, Mandarin and Span
 DEMO_ZH := 你好！我是一个实时数字人，很高兴认识你。
 DEMO_ES := ¡Hola! Soy un avatar en tiempo real. Encantado de conocerte.
 
-.PHONY: setup run render demo test lint bench bench-serve bench-chat chat loadtest eval clean
+.PHONY: setup run serve render demo test lint bench bench-serve bench-chat chat loadtest eval clean
 
-setup: $(STAMP)
+WEB_DIST := web/dist/index.html
+WEB_SOURCES := web/package.json web/package-lock.json web/index.html web/vite.config.ts web/tsconfig.json \
+	$(wildcard web/src/* web/public/*)
 
-$(STAMP): pyproject.toml scripts/setup.sh
+setup: $(STAMP) $(WEB_DIST)
+
+$(STAMP): pyproject.toml scripts/setup.sh signaling/requirements.txt
 	./scripts/setup.sh
 	touch $(STAMP)
 
-# README command 1: serve the HTTP API (Ray Serve, cpu profile, bundled models) on 127.0.0.1:8000;
-# it prints the URL and a curl line that renders an MP4. Ctrl-C stops it.
+# The /avatar page, built to static files that the signaling service serves (Node 20 + npm).
+$(WEB_DIST): $(WEB_SOURCES)
+	cd web && npm ci --no-audit --no-fund && npm run build
+
+# README command 1: the avatar page at http://127.0.0.1:8080/avatar/ (printed first), served by the
+# signaling service, in front of the runtime (Ray Serve, cpu profile, bundled models) on :8000, which
+# also prints a curl line and an `avatar chat` line. Ctrl-C stops both.
 run: setup
+	./scripts/run.sh
+
+# Only the runtime's HTTP API (no page), as the container runs it.
+serve: setup
 	$(BIN)/avatar serve --profile cpu
 
 # Chat in the terminal (starts the cpu profile here unless URL names a running server); clips go to out/chat.
@@ -34,10 +47,13 @@ demo: setup
 	$(BIN)/avatar render --text "$(DEMO_ZH)" --lang zh -o $(OUT)/demo_zh.mp4
 	$(BIN)/avatar render --text "$(DEMO_ES)" --lang es -o $(OUT)/demo_es.mp4
 
-# README command 2 (and .ci/run): lint, then the whole CPU test suite.
+# README command 2 (and .ci/run): lint (Python, then the page's eslint + tsc), then the whole CPU test
+# suite, the real-browser tests in Debian's Chromium included (installed with apt when missing).
 test: setup
+	./scripts/setup-browser.sh
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	cd web && npm run lint
+	AVATAR_REQUIRE_BROWSER=1 $(BIN)/python -m pytest
 
 lint: setup
 	$(BIN)/ruff check .

@@ -205,14 +205,15 @@ class ConversationDeployment:
             sentences.put_nowait(None)
             clips, _ = await speaking
             reply = planner.text()
+            # The turn is history before the client hears "done": its next message may come at once.
+            tokens = user_tokens + (await self.llm.count_tokens.remote(reply) if reply else 0)
+            session.turns.append(Turn(message, reply, tokens))
+            self.transcripts.write(session.session_id, message, reply, language)
             if failure is not None:
                 queue.put_nowait(_error_event(failure))
             queue.put_nowait({"type": "done", "text": reply, "clips": clips,
                               "cut": finish == "length" or failure is not None,
                               "dropped_turns": dropped, "timings_ms": {**timings, "total": _ms(started)}})
-            tokens = user_tokens + (await self.llm.count_tokens.remote(reply) if reply else 0)
-            session.turns.append(Turn(message, reply, tokens))
-            self.transcripts.write(session.session_id, message, reply, language)
             event(log, "reply_done", session_id=session.session_id, language=language, clips=clips,
                   finish=finish, **{k: round(v) for k, v in timings.items()})
         except asyncio.CancelledError:

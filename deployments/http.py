@@ -6,8 +6,9 @@ raised inside another deployment arrives wrapped by Ray and is unwrapped to its 
 
 from __future__ import annotations
 
+import json
 import logging
-import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,8 +17,10 @@ from fastapi.responses import JSONResponse
 from ray.exceptions import RayError, RayTaskError
 from ray.serve.exceptions import BackPressureError, RayServeException
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
 
-from engines.errors import InputError, ModelUnavailableError
+from deployments.request_ids import request_id_from
+from engines.errors import InputError, ModelUnavailableError, public_message
 from realtime_avatar import logs
 from realtime_avatar.conversation import CapacityError
 from realtime_avatar.logs import event
@@ -26,6 +29,11 @@ from realtime_avatar.store import StoreUnavailableError
 
 log = logging.getLogger("realtime_avatar.api")
 DEFAULT_RETRY_AFTER_S = 2.0
+DEFAULT_MAX_JSON_BYTES = 65_536
+MAX_JSON_DEPTH = 32
+# Routes whose body is an upload (their own limit, limits.max_upload_bytes, in read_upload); every other
+# request body is JSON and capped at limits.max_json_bytes before anything parses it.
+UPLOAD_PATHS = ("/v1/voices", "/v1/avatars", "/v1/asr")
 
 
 class ApiError(Exception):
@@ -58,19 +66,107 @@ def to_api_error(exc: BaseException, retry_after_s: float) -> ApiError:
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, InputError):
-        return ApiError(exc.status, exc.code, exc.message)
+        return ApiError(exc.status, exc.code, public_message(exc.message))
     if isinstance(exc, BackPressureError):
         seconds = exc.retry_after_s if exc.retry_after_s is not None else retry_after_s
         return ApiError(503, "overloaded", "the server is at capacity; retry later",
                         {"Retry-After": str(max(1, round(seconds)))})
     if isinstance(exc, ModelUnavailableError | StoreUnavailableError | CapacityError):
-        return ApiError(503, exc.code, str(exc), retry)
+        return ApiError(503, exc.code, public_message(str(exc)), retry)
     if isinstance(exc, RayError | RayServeException):
         # A replica died or is restarting (Serve replaces it): this request is lost, the next may not be.
         event(log, "stage_unavailable", level=logging.WARNING, error=type(exc).__name__)
         return ApiError(503, "stage_unavailable", "a model stage failed or is restarting; retry later", retry)
     log.error("internal_error", exc_info=exc)
     return ApiError(500, "internal_error", f"internal error (request {logs.request_id.get()})")
+
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+def json_problem(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> str | None:
+    """Why ``body`` is not acceptable JSON (not UTF-8, not JSON, nested past ``max_depth``), or None."""
+    try:
+        value = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        return "the request body is not UTF-8"
+    except RecursionError:
+        return f"the request body nests deeper than {max_depth} levels"
+    except ValueError:
+        return "the request body is not valid JSON"
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > max_depth:
+                return f"the request body nests deeper than {max_depth} levels"
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return None
+
+
+class JsonBodyGuard:
+    """ASGI middleware: the body of a POST/PUT/PATCH outside ``UPLOAD_PATHS`` is JSON of at most
+    ``limit()`` bytes, checked before any parser sees it.
+
+    Larger is refused with 413 ``body_too_large``: from ``Content-Length`` at once, or as soon as a
+    chunked body streams past the limit (nothing more is read). A body within the limit that is not
+    UTF-8 JSON or nests deeper than ``MAX_JSON_DEPTH`` is 400 ``invalid_json``. The body read here is
+    replayed to the app, which parses it as usual; later messages (a disconnect) pass through.
+    """
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]],
+                 limit: Callable[[], int]) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH")
+                or scope["path"].rstrip("/") in UPLOAD_PATHS):
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit()
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
+        declared = headers.get("content-length", "").strip()
+        if declared.isdigit() and int(declared) > limit:
+            await self._refuse(scope, receive, send, 413, "body_too_large",
+                               f"the JSON body is larger than {limit} bytes")
+            return
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client left before it finished sending: nobody to answer
+            body += message.get("body", b"")
+            if len(body) > limit:
+                await self._refuse(scope, receive, send, 413, "body_too_large",
+                                   f"the JSON body is larger than {limit} bytes")
+                return
+            more = bool(message.get("more_body", False))
+        media_type = _media_type(headers.get("content-type", ""))
+        problem = json_problem(bytes(body)) if body and media_type in ("", "application/json") else None
+        if problem:
+            await self._refuse(scope, receive, send, 400, "invalid_json", problem)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _refuse(
+        scope: Scope, receive: Receive, send: Send, status: int, code: str, message: str
+    ) -> None:
+        event(log, "request_refused", level=logging.WARNING, status=status, code=code, path=scope["path"])
+        await error_response(status, code, message)(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -94,12 +190,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+    # Added first, so it runs inside the request-id middleware below (its refusals are logged with the id).
+    app.add_middleware(JsonBodyGuard,
+                       limit=lambda: getattr(app.state, "max_json_bytes", DEFAULT_MAX_JSON_BYTES))
 
     @app.middleware("http")
     async def tag_and_guard(request: Request, call_next: Any) -> Any:
         # Every log line of the request carries its id (Serve's proxy puts it in X-Request-ID, and returns
         # it to the client), and every exception a route raises becomes its JSON error here.
-        request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request.state.request_id = request_id_from(request.headers.get("x-request-id"))
         logs.request_id.set(request.state.request_id)
         try:
             return await call_next(request)
@@ -133,7 +232,11 @@ async def read_upload(request: Request, accepted: tuple[str, ...], limit: int, w
     media_type = _media_type(request.headers.get("content-type", ""))
     if media_type == "multipart/form-data":
         request._body = bytes(body)  # form() re-reads the body we already drained
-        form = await request.form(max_files=1, max_fields=4)
+        try:
+            form = await request.form(max_files=1, max_fields=4)
+        except (StarletteHTTPException, MultiPartException, ValueError) as exc:
+            raise InputError(f"the multipart form is malformed ({public_message(_detail(exc))})",
+                             code="invalid_multipart") from None
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
             raise InputError(f"the multipart form needs a 'file' part with the {what}", code="missing_file")
@@ -150,6 +253,10 @@ async def read_upload(request: Request, accepted: tuple[str, ...], limit: int, w
     if not data:
         raise InputError(f"the {what} upload is empty", code="empty_upload")
     return data
+
+
+def _detail(exc: Exception) -> str:
+    return str(getattr(exc, "detail", None) or getattr(exc, "message", None) or type(exc).__name__)
 
 
 def require_json(request: Request) -> None:

@@ -13,12 +13,12 @@ import logging
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
@@ -35,7 +35,15 @@ T = TypeVar("T")
 
 AUDIO_TYPES = ("audio/*", "video/webm", "video/mp4", "video/ogg")
 IMAGE_TYPES = ("image/*",)
-LANGUAGE_HELP = "en, zh, es, or auto (detected per sentence)"
+LANGUAGE_HELP = "en, zh, es, or auto (detected per sentence); null is auto"
+
+
+def _auto_if_null(value: Any) -> Any:
+    return "auto" if value is None else value
+
+
+# A request's language: null means auto (engines.tts.text.normalize_language reads the rest, everywhere).
+Language = Annotated[str, BeforeValidator(_auto_if_null)]
 
 app = FastAPI(
     title="Realtime Avatar API",
@@ -48,7 +56,7 @@ install_error_handlers(app)
 
 class SpeakRequest(BaseModel):
     text: str = Field(description="what the avatar says", examples=["Hello! Nice to meet you."])
-    language: str = Field("auto", description=LANGUAGE_HELP)
+    language: Language = Field("auto", description=LANGUAGE_HELP)
     voice_id: str | None = Field(None, description="from POST /v1/voices; default: the bundled voice")
 
 
@@ -58,8 +66,8 @@ class RenderRequest(SpeakRequest):
 
 
 class SessionRequest(BaseModel):
-    language: str = Field("auto", description="fix the reply language (en, zh, es), or auto: each reply "
-                          "follows the language of its message")
+    language: Language = Field("auto", description="fix the reply language (en, zh, es), or auto: each "
+                               "reply follows the language of its message")
     voice_id: str | None = Field(None, description="from POST /v1/voices; default: the bundled voice")
     avatar_id: str | None = Field(None, description="from POST /v1/avatars; default: the bundled portrait")
     persona: dict[str, Any] | None = Field(
@@ -82,7 +90,7 @@ class SessionCreated(SessionInfo):
 class ChatRequest(BaseModel):
     session_id: str = Field(description="from POST /v1/chat/sessions")
     text: str = Field(description="the visitor's message", examples=["¿Qué haces en tu trabajo?"])
-    language: str = Field("auto", description="en, zh, es, or auto (the message's language)")
+    language: Language = Field("auto", description="en, zh, es, or auto (the message's language)")
 
 
 NDJSON = "application/x-ndjson"
@@ -166,6 +174,7 @@ class Ingress:
         self.asr, self.tts, self.avatar = handles["asr"], handles["tts"], handles["avatar"]
         self.conversation = handles["conversation"]
         app.state.retry_after_s = self.settings.serve.retry_after_s
+        app.state.max_json_bytes = self.settings.limits.max_json_bytes
 
     def check_health(self) -> None:
         # Whole-MP4 renders are muxed into a temp file: a full or read-only temp dir breaks every render.
@@ -212,7 +221,9 @@ class Ingress:
     @app.post("/v1/asr", response_model=Transcription, summary="speech (any audio container) -> text",
               openapi_extra=_upload_body(*AUDIO_TYPES))
     async def transcribe(
-        self, request: Request, language: str | None = Query(None, description="force a language")
+        self, request: Request,
+        language: str | None = Query(None, description="force a language (en, zh, es; es-419, zh-CN...); "
+                                     "auto or none: detected"),
     ) -> dict[str, Any]:
         rid = _request_id(request)
         data = await read_upload(request, AUDIO_TYPES, self.settings.limits.max_upload_bytes, "audio")

@@ -6,6 +6,17 @@ machine-readable string, ``status`` the HTTP status an API should answer with.
 
 from __future__ import annotations
 
+import re
+
+_REPR = re.compile(r"<[^<>]{0,200}? at 0x[0-9a-fA-F]+>")
+_ERRNO = re.compile(r"\[Errno -?\d+\]\s*")
+
+
+def public_message(message: str) -> str:
+    """``message`` without what a client has no business reading: object reprs (``<_io.BytesIO object
+    at 0x...>``) become "the upload", errno markers (``[Errno 2]``) go."""
+    return _ERRNO.sub("", _REPR.sub("the upload", message)).strip()
+
 
 class InputError(ValueError):
     """The caller's input cannot be processed; nothing was produced."""
@@ -25,6 +36,12 @@ class InputError(ValueError):
 
 class EmptyTextError(InputError):
     code = "empty_text"
+
+
+class InvalidTextError(InputError):
+    """Text that cannot be spoken as sent (e.g. a lone UTF-16 surrogate: not Unicode at all)."""
+
+    code = "invalid_text"
 
 
 class TextTooLongError(InputError):

@@ -26,6 +26,13 @@ from realtime_avatar.config import deep_merge
 
 SERVE_CONFIG = Path(__file__).resolve().parent.parent / "serve_config.yaml"
 _VARIABLE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+PROXY_CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
+PROXY_CALLBACK = "deployments.request_ids:proxy_middlewares"
+# A local Ray (make run, avatar serve, the tests) keeps its ports on loopback: GCS, raylet, object
+# manager, workers and the metrics agent bind the node address, no dashboard. Only Serve's HTTP port is
+# the API (serve_config.yaml's http_options.host: 127.0.0.1 here, 0.0.0.0 in the l4 container).
+LOCAL_RAY: dict[str, Any] = {"_node_ip_address": "127.0.0.1", "include_dashboard": False,
+                             "log_to_driver": False}
 
 
 def _expand(value: Any) -> Any:
@@ -107,8 +114,10 @@ def running(config: dict[str, Any]) -> Iterator[str]:
 
     started_ray = not ray.is_initialized()
     if started_ray:
+        # Serve's proxy bounds client request ids before its access log and response echo them.
+        os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)
         address = os.environ.get("RAY_ADDRESS")
-        ray.init(address=address) if address else ray.init(include_dashboard=False, log_to_driver=False)
+        ray.init(address=address) if address else ray.init(**LOCAL_RAY)
     http = config.get("http_options", {})
     try:
         serve.start(http_options=http, proxy_location=config.get("proxy_location", "HeadOnly"))

@@ -19,7 +19,13 @@ from typing import Any
 
 from engines.errors import InputError
 from engines.llm.base import Message
-from engines.tts.text import DEFAULT_CLAUSE_CHARS, ClauseAggregator, is_speakable, normalize_language
+from engines.tts.text import (
+    DEFAULT_CLAUSE_CHARS,
+    ClauseAggregator,
+    is_speakable,
+    normalize_language,
+    normalize_text,
+)
 from realtime_avatar.config import ChatSettings
 
 SESSION_ID_BYTES = 16
@@ -137,6 +143,7 @@ class SessionTable:
 
 
 def check_message(text: Any, settings: ChatSettings) -> str:
+    text = normalize_text(text)  # hostile text (surrogates, controls, bidi, zero-width): as TTS takes it
     if not isinstance(text, str) or not text.strip() or not is_speakable(text):
         raise InputError("the message is empty", code="empty_message")
     text = text.strip()

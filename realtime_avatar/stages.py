@@ -20,6 +20,7 @@ from engines.avatar.portrait import Portrait, prepare_portrait
 from engines.errors import InputError
 from engines.media.audio import load_audio, require_duration
 from engines.tts.base import AudioChunk, Voice
+from engines.tts.text import AUTO, normalize_language
 from realtime_avatar.cache import content_hash
 from realtime_avatar.clips import ClipCache, clip_key
 from realtime_avatar.config import Settings
@@ -166,6 +167,9 @@ class SpeechRecognition:
         _load(self.engine)
 
     def transcribe(self, audio: bytes, language: str | None = None) -> dict[str, Any]:
+        """``language``: any code TTS takes (``ES``, ``es-419``, ``zh-CN``), ``auto`` or None: detected."""
+        code = normalize_language(language)
+        language = None if code == AUTO else code
         pcm, sample_rate = load_audio(audio, max_seconds=self.settings.limits.max_asr_seconds)
         return self.engine.transcribe(pcm, sample_rate, language).to_dict()
 

@@ -31,4 +31,6 @@ fi
 # a multi-GB CUDA build.
 .venv/bin/python -m pip install -q torch==2.13.0
 .venv/bin/python -m pip install -q -e '.[dev]'
+# The signaling service's own small set (already in the project's; kept in step for its container).
+.venv/bin/python -m pip install -q -r signaling/requirements.txt
 echo "setup: done (.venv)"

@@ -99,3 +99,35 @@ def test_metrics_normalise_case_punctuation_script_and_digits():
     assert char_error_rate("我有三个问题", "我有3個問題", "zh") == 0.0
     assert error_rate("欢迎来到我的主页", "欢迎来到我的主业", "zh") == pytest.approx(1 / 8)
     assert error_rate("anything", "", "en") == 1.0
+
+
+# --- silence is silence (issue 15, item 7): faster-whisper's VAD gates what whisper hears -------------
+
+
+def test_vad_is_on_by_default_in_the_config_and_the_engine():
+    from realtime_avatar.config import Settings
+
+    assert Settings(profile="cpu").asr.options["vad_filter"] is True
+    assert Settings(profile="l4").asr.options["vad_filter"] is True
+    assert WhisperASR().vad_filter is True
+
+
+@pytest.mark.parametrize("kind", ["silence", "white_noise", "quiet_noise"])
+def test_silence_and_noise_give_empty_text(asr, kind):
+    rate = 16_000
+    rng = np.random.default_rng(7)
+    pcm = {
+        "silence": np.zeros(5 * rate, np.float32),
+        "white_noise": rng.uniform(-0.5, 0.5, 5 * rate).astype(np.float32),
+        "quiet_noise": rng.normal(0, 0.01, 5 * rate).astype(np.float32),
+    }[kind]
+    result = asr.transcribe(pcm, rate)
+    assert result.text == "", result.text
+    assert result.segments == []
+
+
+def test_speech_is_still_transcribed_with_vad(asr, lj_speech):
+    pcm, rate = lj_speech
+    assert asr.vad_filter
+    text = normalize(asr.transcribe(pcm, rate, language="en").text)
+    assert "printing" in text and "arts" in text, text

@@ -26,11 +26,12 @@ class _Stream:
 
 
 class _Value:
-    def __init__(self, value: Any) -> None:
-        self.value = value
+    def __init__(self, value: Any, delay: float = 0.0) -> None:
+        self.value, self.delay = value, delay
 
     def __await__(self) -> Any:
         async def get() -> Any:
+            await asyncio.sleep(self.delay)
             return self.value
         return get().__await__()
 
@@ -47,11 +48,11 @@ class FakeLLM:
     """Test double: deltas with delays, an optional hang or failure, and a record of its streams."""
 
     def __init__(self, deltas: list[str], delay: float = 0.0, hang_first: bool = False,
-                 fail_after: int | None = None) -> None:
+                 fail_after: int | None = None, count_delay: float = 0.0) -> None:
         self.deltas, self.delay, self.hang_first, self.fail_after = deltas, delay, hang_first, fail_after
         self.streams: list[_Stream] = []
         self.stream_chat = _Method(self._stream_chat)
-        self.count_tokens = _Method(lambda text: _Value(len(text.split()) + 1))
+        self.count_tokens = _Method(lambda text: _Value(len(text.split()) + 1, count_delay))
         self.ready = _Method(lambda: _Value({"context_tokens": 2048}))
 
     def options(self, **_: Any) -> "FakeLLM":
@@ -124,6 +125,25 @@ def test_a_reply_streams_text_then_one_clip_per_sentence_in_order():
     assert events[-1]["text"] == "Hola, soy Alex. Trabajo en vídeo en tiempo real."
     assert events[-1]["cut"] is False and events[-1]["clips"] == 2
     assert all(s.cancelled for s in llm.streams)  # the stream is released once drained
+
+
+def test_a_finished_turn_is_history_before_its_done_event_leaves():
+    """A client that sends its next message the moment it reads "done" finds the turn recorded (the
+    token count of the reply, a call to the LLM stage, must not race the next message)."""
+    llm = FakeLLM(["Hi there."], count_delay=0.2)
+
+    async def scenario() -> list[dict]:
+        conversation = _conversation(llm, FakeAvatar())
+        session = await conversation.create_session("en", None, None)
+        first = conversation.chat(session["session_id"], "Hello.", "en")
+        async for item in first:  # over HTTP the client has "done" before this generator ends
+            if item["type"] == "done":
+                break
+        second = await _collect(conversation.chat(session["session_id"], "Again.", "en"))
+        assert len(conversation.sessions.get(session["session_id"]).turns) == 2
+        return second
+
+    assert asyncio.run(scenario())[0]["turn"] == 2
 
 
 def test_the_first_sentence_renders_while_the_llm_still_writes():

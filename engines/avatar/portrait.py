@@ -23,7 +23,7 @@ from engines.avatar.faces import (
     detect_faces,
     fit_landmarks,
 )
-from engines.errors import InputError, InvalidImageError, NoFaceError
+from engines.errors import InputError, InvalidImageError, NoFaceError, public_message
 
 ImageSource = np.ndarray | bytes | str | Path
 
@@ -112,7 +112,7 @@ def _decode_bytes(data: bytes, max_pixels: int) -> np.ndarray:
             width, height = opened.size  # header only: refuse decompression bombs before decoding
             if width * height > max_pixels:
                 raise InvalidImageError(f"image is {width}x{height}, more than {max_pixels} pixels")
-            image = ImageOps.exif_transpose(opened)
+            image = _eight_bit(ImageOps.exif_transpose(opened))
             if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
                 background = Image.new("RGBA", image.size, (255, 255, 255, 255))
                 image = Image.alpha_composite(background, image.convert("RGBA"))
@@ -120,7 +120,23 @@ def _decode_bytes(data: bytes, max_pixels: int) -> np.ndarray:
     except InvalidImageError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise InvalidImageError(f"could not decode the image: {exc}") from exc
+        raise InvalidImageError(f"could not decode the image: {public_message(str(exc))}") from exc
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """16-bit and 32-bit grayscale (``I;16*``, ``I``, ``F``) scaled to 8-bit ``L``: PIL's own conversion
+    clips them, which turns a 16-bit grayscale PNG almost white (and its face unfindable)."""
+    if not (image.mode.startswith("I") or image.mode == "F"):
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    top = float(values.max(initial=0.0))
+    if image.mode == "F" and top <= 1.0:
+        scaled = values * 255.0  # a float image in [0, 1]
+    elif image.mode.startswith("I;16") or top > 255:
+        scaled = values / 257.0  # 16-bit range
+    else:
+        scaled = values
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
 
 
 def prepare_portrait(

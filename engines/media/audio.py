@@ -10,7 +10,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from engines.errors import AudioTooShortError, InvalidAudioError
+from engines.errors import AudioTooShortError, InvalidAudioError, public_message
 
 AudioSource = str | Path | bytes
 
@@ -38,7 +38,7 @@ def load_audio(source: AudioSource, *, max_seconds: float | None = None) -> tupl
     except InvalidAudioError:
         raise
     except (av.FFmpegError, OSError, ValueError) as exc:
-        raise InvalidAudioError(f"could not decode audio: {exc}") from exc
+        raise InvalidAudioError(f"could not decode audio: {public_message(str(exc))}") from exc
     pcm = np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
     if pcm.size == 0 or not np.isfinite(pcm).all():
         raise InvalidAudioError("the audio is empty or holds non-finite samples")

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 import threading
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from engines.errors import EmptyTextError, TextTooLongError, UnsupportedLanguageError
+from engines.errors import EmptyTextError, InvalidTextError, TextTooLongError, UnsupportedLanguageError
 
 LANGUAGES = ("en", "zh", "es")
 AUTO = "auto"
@@ -53,6 +54,43 @@ def normalize_language(language: str | None) -> str:
             f"language {language!r} is not supported; use one of {', '.join(LANGUAGES)} or auto"
         )
     return code
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_LINE_BREAKS = "\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+_SPACE_RUN = re.compile(r"[ ]{2,}")
+
+
+def _normal_char(char: str) -> str:
+    if char in _LINE_BREAKS:
+        return "\n"
+    category = unicodedata.category(char)
+    if char in "\t\r" or category == "Zs":  # tabs and every exotic space (NBSP, ideographic, thin...) -> " "
+        return " "
+    if category in ("Cc", "Cf", "Co", "Cn"):
+        # Control chars (NUL, ESC...), format chars (bidi overrides and isolates, zero-width space /
+        # joiners, BOM, soft hyphen), private-use and unassigned code points: nothing to speak, dropped.
+        return ""
+    return char
+
+
+def normalize_text(text: object) -> object:
+    """Text as every TTS engine and the chat path take it: NFC, exotic spaces as " ", line and paragraph
+    separators as "\n", control / format (bidi, zero-width) / private-use / unassigned code points
+    removed, runs of spaces collapsed. A lone UTF-16 surrogate (not Unicode: no encoder takes it) is
+    refused with ``InvalidTextError`` (400 ``invalid_text``). Anything but a ``str`` is returned as it
+    is, for the caller's own type check to answer."""
+    if not isinstance(text, str):
+        return text
+    surrogate = _SURROGATE.search(text)
+    if surrogate:
+        raise InvalidTextError(
+            f"the text holds a lone UTF-16 surrogate (U+{ord(surrogate.group()):04X}) at position "
+            f"{surrogate.start()}; send valid Unicode"
+        )
+    if not (text.isascii() and text.isprintable()):
+        text = "".join(_normal_char(c) for c in unicodedata.normalize("NFC", text))
+    return _SPACE_RUN.sub(" ", text)
 
 
 def split_sentences(text: str) -> list[str]:
@@ -184,7 +222,7 @@ class TextPlanner:
         if not isinstance(text, str):
             raise EmptyTextError(f"text must be a string, got {type(text).__name__}")
         code = normalize_language(language)
-        stripped = text.strip()
+        stripped = str(normalize_text(text)).strip()
         if not stripped or not is_speakable(stripped):
             raise EmptyTextError("text is empty or has nothing to speak")
         # Cheap guard before detection: no language allows more than the largest limit.

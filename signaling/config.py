@@ -1,0 +1,99 @@
+"""Settings of the signaling service: defaults here, overridden by ``SIGNALING_*`` environment variables,
+then by command-line flags. Kept free of the runtime's settings code so this service installs with
+starlette/uvicorn/httpx only (it runs on a small CPU instance with no torch or Ray)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PREFIX = "SIGNALING_"
+WEB_DIST = Path(__file__).resolve().parent.parent / "web" / "dist"
+LANGUAGES = ("auto", "en", "zh", "es")
+
+
+@dataclass(frozen=True)
+class Settings:
+    runtime_url: str = "http://127.0.0.1:8000"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Origins (scheme://host[:port]) besides the page's own that may call the API from a browser.
+    allowed_origins: tuple[str, ...] = ()
+    # HMAC key for session tokens; empty: a random key per process (tokens die with the process).
+    secret: str = ""
+    token_ttl_s: float = 600.0
+    sessions_per_minute: int = 6  # per client IP
+    messages_per_minute: int = 30  # per client IP (chat messages and greetings)
+    max_sessions: int = 8  # concurrent conversations through this instance
+    max_session_minutes: float = 15.0  # a conversation's lifetime, however active
+    wake_timeout_s: float = 180.0  # how long a cold runtime may take to answer /readyz before we say "down"
+    stream_idle_timeout_s: float = 120.0  # longest silence inside a streamed reply before it is cut
+    trusted_proxies: int = 0  # proxies in front that append to X-Forwarded-For (Cloud Run: 1)
+    max_body_bytes: int = 16384
+    web_dir: Path = WEB_DIST
+    log_level: str = "INFO"
+    secret_generated: bool = field(default=False, compare=False)
+
+    @property
+    def secret_key(self) -> bytes:
+        return self.secret.encode()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """``SIGNALING_<FIELD>`` for each field (``SIGNALING_ALLOWED_ORIGINS`` is comma-separated);
+        ``overrides`` (e.g. CLI flags) win over the environment; ``None`` overrides are ignored."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "secret_generated":
+                continue
+            name = PREFIX + f.name.upper()
+            if overrides.get(f.name) is not None:
+                values[f.name] = overrides[f.name]
+            elif environ.get(name, "").strip():
+                values[f.name] = _parse(name, environ[name].strip(), f.type)
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
+        if not values.get("secret"):
+            values["secret"] = secrets.token_urlsafe(32)
+            values["secret_generated"] = True
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        for name in ("token_ttl_s", "max_session_minutes", "wake_timeout_s", "stream_idle_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{PREFIX}{name.upper()} must be > 0")
+        for name in ("sessions_per_minute", "messages_per_minute", "max_sessions", "max_body_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{PREFIX}{name.upper()} must be >= 1")
+        if self.trusted_proxies < 0:
+            raise ValueError(f"{PREFIX}TRUSTED_PROXIES must be >= 0")
+        if not self.runtime_url.startswith(("http://", "https://")):
+            raise ValueError(f"{PREFIX}RUNTIME_URL must be an http(s) URL, got {self.runtime_url!r}")
+        for origin in self.allowed_origins:
+            if not origin.startswith(("http://", "https://")) or origin.endswith("/"):
+                raise ValueError(f"{PREFIX}ALLOWED_ORIGINS: {origin!r} is not an origin (scheme://host[:port])")
+
+
+def _parse(name: str, raw: str, kind: Any) -> Any:
+    kind = str(kind)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "Path":
+            return Path(raw)
+        if kind.startswith("tuple"):
+            return tuple(part.strip().rstrip("/") for part in raw.split(",") if part.strip())
+        return raw
+    except ValueError:
+        raise ValueError(f"{name}={raw!r}: expected {kind}") from None

@@ -1,0 +1,141 @@
+// The page's strings in its three languages. The UI follows the language toggle; on "auto" it follows
+// the browser's preferred language (English when that is none of the three).
+
+export type Lang = 'auto' | 'en' | 'zh' | 'es'
+export type UiLang = Exclude<Lang, 'auto'>
+
+const en = {
+  title: 'Talk with the avatar',
+  replyLanguage: 'Reply language',
+  auto: 'Auto',
+  placeholder: 'Type a message… (Enter to send, Shift+Enter for a new line)',
+  messageLabel: 'Your message',
+  send: 'Send',
+  stop: 'Stop',
+  retry: 'Retry',
+  you: 'You',
+  avatar: 'Avatar',
+  transcript: 'Conversation',
+  stage: 'The avatar’s video',
+  playGreeting: 'Play the greeting',
+  tapToPlay: 'Tap to hear the avatar',
+  stopped: 'stopped',
+  tooLong: '{n} of {max} characters',
+  connecting: 'Connecting…',
+  waking: 'Waking up the avatar… {s} s',
+  ready: 'Ready. Ask me anything.',
+  thinking: 'Thinking…',
+  speaking: 'Speaking…',
+  error: 'Something went wrong',
+  'error.too_many_sessions': 'The avatar is talking with many visitors right now. Please try again in a minute.',
+  'error.rate_limited': 'That was a lot of messages in a short time. Please wait {s} s and try again.',
+  'error.runtime_unavailable': 'The avatar can’t be reached right now.',
+  'error.message_too_long': 'That message is too long.',
+  'error.request_too_large': 'That message is too long.',
+  'error.empty_message': 'Type something first.',
+  'error.session_gone': 'This conversation has ended. Retry starts a new one.',
+  'error.busy': 'The avatar is busy. Please try again in a moment.',
+  'error.network_error': 'Can’t reach the server. Check your connection.',
+  'error.reply_cut': 'The reply was cut off.',
+  'error.playback': 'This browser could not play the avatar’s video.',
+}
+
+type Strings = typeof en
+
+const zh: Strings = {
+  title: '和数字人聊天',
+  replyLanguage: '回复语言',
+  auto: '自动',
+  placeholder: '输入消息…（回车发送，Shift+回车换行）',
+  messageLabel: '你的消息',
+  send: '发送',
+  stop: '停止',
+  retry: '重试',
+  you: '你',
+  avatar: '数字人',
+  transcript: '对话',
+  stage: '数字人视频',
+  playGreeting: '播放问候',
+  tapToPlay: '点击收听数字人',
+  stopped: '已停止',
+  tooLong: '{n} / {max} 个字符',
+  connecting: '正在连接…',
+  waking: '正在唤醒数字人… {s} 秒',
+  ready: '准备好了，请提问。',
+  thinking: '思考中…',
+  speaking: '正在说话…',
+  error: '出错了',
+  'error.too_many_sessions': '数字人正在和很多访客聊天，请一分钟后再试。',
+  'error.rate_limited': '短时间内消息太多了，请等 {s} 秒再试。',
+  'error.runtime_unavailable': '暂时无法连接到数字人。',
+  'error.message_too_long': '消息太长了。',
+  'error.request_too_large': '消息太长了。',
+  'error.empty_message': '请先输入内容。',
+  'error.session_gone': '这次对话已结束，点“重试”开始新的对话。',
+  'error.busy': '数字人正忙，请稍后再试。',
+  'error.network_error': '无法连接到服务器，请检查网络。',
+  'error.reply_cut': '回复被中断了。',
+  'error.playback': '这个浏览器无法播放数字人的视频。',
+}
+
+const es: Strings = {
+  title: 'Habla con el avatar',
+  replyLanguage: 'Idioma de respuesta',
+  auto: 'Auto',
+  placeholder: 'Escribe un mensaje… (Intro para enviar, Mayús+Intro para otra línea)',
+  messageLabel: 'Tu mensaje',
+  send: 'Enviar',
+  stop: 'Detener',
+  retry: 'Reintentar',
+  you: 'Tú',
+  avatar: 'Avatar',
+  transcript: 'Conversación',
+  stage: 'El vídeo del avatar',
+  playGreeting: 'Reproducir el saludo',
+  tapToPlay: 'Toca para escuchar al avatar',
+  stopped: 'detenido',
+  tooLong: '{n} de {max} caracteres',
+  connecting: 'Conectando…',
+  waking: 'Despertando al avatar… {s} s',
+  ready: 'Listo. Pregúntame lo que quieras.',
+  thinking: 'Pensando…',
+  speaking: 'Hablando…',
+  error: 'Algo salió mal',
+  'error.too_many_sessions': 'El avatar está hablando con muchos visitantes. Inténtalo de nuevo en un minuto.',
+  'error.rate_limited': 'Demasiados mensajes en poco tiempo. Espera {s} s e inténtalo de nuevo.',
+  'error.runtime_unavailable': 'Ahora mismo no se puede contactar con el avatar.',
+  'error.message_too_long': 'El mensaje es demasiado largo.',
+  'error.request_too_large': 'El mensaje es demasiado largo.',
+  'error.empty_message': 'Escribe algo primero.',
+  'error.session_gone': 'Esta conversación ha terminado. Reintentar empieza una nueva.',
+  'error.busy': 'El avatar está ocupado. Inténtalo de nuevo en un momento.',
+  'error.network_error': 'No se puede contactar con el servidor. Revisa tu conexión.',
+  'error.reply_cut': 'La respuesta se cortó.',
+  'error.playback': 'Este navegador no pudo reproducir el vídeo del avatar.',
+}
+
+export type StringKey = keyof Strings
+const TABLES: Record<UiLang, Strings> = { en, zh, es }
+
+export function browserLang(): UiLang {
+  for (const tag of navigator.languages) {
+    const base = tag.toLowerCase().split('-')[0]
+    if (base === 'en' || base === 'zh' || base === 'es') return base
+  }
+  return 'en'
+}
+
+export type Translate = (key: StringKey, vars?: Record<string, string | number>) => string
+
+export function translator(lang: UiLang): Translate {
+  const table = TABLES[lang]
+  return (key, vars) => {
+    let text: string = table[key]
+    for (const [name, value] of Object.entries(vars ?? {})) text = text.replaceAll(`{${name}}`, String(value))
+    return text
+  }
+}
+
+export function hasKey(key: string): key is StringKey {
+  return key in en
+}
