@@ -96,9 +96,18 @@ def _pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)) * 1000)
 
 
-def bench_latency(base: str, turns: int) -> dict[str, Any]:
+def bench_latency(base: str, turns: int, interleave: bool = False) -> dict[str, Any]:
     languages = ("en", "es", "zh")
-    plan = [(languages[i % 3], QUESTIONS[languages[i % 3]][i // 3 % 10]) for i in range(turns)]
+    # One visitor at a time: a session's turns follow each other (en, then es, then zh), so the LLM's
+    # KV cache holds the conversation so far. ``interleave`` alternates three sessions turn by turn
+    # instead, as three visitors at once would, and every turn re-reads its whole prompt.
+    order = [languages[i % 3] for i in range(turns)] if interleave else sorted(
+        (languages[i % 3] for i in range(turns)), key=languages.index)
+    seen = dict.fromkeys(languages, 0)
+    plan = []
+    for lang in order:
+        plan.append((lang, QUESTIONS[lang][seen[lang] % len(QUESTIONS[lang])]))
+        seen[lang] += 1
     rows: list[dict[str, Any]] = []
     with httpx.Client(base_url=base, timeout=120) as http, ChatClient(base) as chat:
         sessions = {lang: chat.create_session(lang)["session_id"] for lang in languages}
@@ -115,7 +124,7 @@ def bench_latency(base: str, turns: int) -> dict[str, Any]:
             **{f"{key}_p{q}_ms": _pct([r[f"{key}_s"] for r in subset], q)
                for key in ("first_text", "first_clip", "first_clip_end", "total") for q in (50, 95)},
         }
-    return {"summary": summary, "turns": rows}
+    return {"summary": summary, "turns": rows, "interleaved": interleave}
 
 
 def bench_replies(base: str, asr: Any, detector: LanguageDetector, workdir: Path) -> dict[str, Any]:
@@ -196,16 +205,20 @@ def bench_memory(base: str, turns: int) -> dict[str, Any]:
             chat.send(session, "Hello again!")
         before = app_rss_mb()
         questions = [q for lang in ("en", "es", "zh") for q in QUESTIONS[lang]]
+        halfway: dict[str, float] = {}
         for i in range(turns):
             if i and i % 20 == 0:  # sessions have a turn cap; a visitor would start a new one
                 chat.end_session(session)
                 session = chat.create_session("auto")["session_id"]
             chat.send(session, questions[i % len(questions)])
+            if i + 1 == turns // 2:
+                halfway = app_rss_mb()
         after = app_rss_mb()
     growth = {k: round(after.get(k, 0.0) - v, 1) for k, v in before.items()}
-    return {"before_mb": before, "after_mb": after, "growth_mb": growth,
-            "total_before_mb": round(sum(before.values())), "total_after_mb": round(sum(after.values())),
-            "turns": turns}
+    return {"before_mb": before, "halfway_mb": halfway, "after_mb": after, "growth_mb": growth,
+            "total_before_mb": round(sum(before.values())),
+            "total_halfway_mb": round(sum(halfway.values())) if halfway else None,
+            "total_after_mb": round(sum(after.values())), "turns": turns}
 
 
 def markdown(machine_line: str, result: dict[str, Any]) -> str:
@@ -229,8 +242,9 @@ def markdown(machine_line: str, result: dict[str, Any]) -> str:
                   f"through /readyz): p50 {p50} ms, p95 {p95} ms, max {worst} ms, {cancel['repeats']} runs"]
     memory = result.get("memory")
     if memory:
-        lines += ["", f"Memory (RSS, every process of the app): {memory['total_before_mb']} MB before and "
-                  f"{memory['total_after_mb']} MB after {memory['turns']} sequential turns; per process: "
+        lines += ["", f"Memory (RSS, every process of the app): {memory['total_before_mb']} MB before, "
+                  f"{memory['total_halfway_mb']} MB halfway and {memory['total_after_mb']} MB after "
+                  f"{memory['turns']} sequential turns; growth per process: "
                   + ", ".join(f"{k} {v:+.1f}" for k, v in memory["growth_mb"].items())]
     return "\n".join(lines) + "\n"
 
@@ -240,6 +254,10 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--memory-turns", type=int, default=50)
     parser.add_argument("--models", default=",".join(CANDIDATES), help="LLM candidates for the reply part")
+    parser.add_argument("--latency-only", action="store_true", help="only part 1 (e.g. to compare settings)")
+    parser.add_argument("--memory-only", action="store_true", help="only part 4")
+    parser.add_argument("--interleave", action="store_true",
+                        help="alternate the three sessions turn by turn (three visitors at once)")
     parser.add_argument("--out", type=Path, default=Path("out/bench"))
     args = parser.parse_args()
     from engines.asr.whisper import WhisperASR
@@ -255,8 +273,15 @@ def main() -> None:
             with served(model) as base:
                 if i == 0:
                     result["machine"] = machine()
-                    print("latency...", flush=True)
-                    result["latency"] = bench_latency(base, args.turns)
+                    if not args.memory_only:
+                        print("latency...", flush=True)
+                        result["latency"] = bench_latency(base, args.turns, args.interleave)
+                    if args.latency_only:
+                        break
+                    if args.memory_only:
+                        result["memory"] = bench_memory(base, args.memory_turns)
+                        result["latency"] = {"summary": {}}
+                        break
                     print("cancellation...", flush=True)
                     result["cancellation"] = bench_cancellation(base, 10)
                     print("memory...", flush=True)
