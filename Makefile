@@ -27,7 +27,7 @@ $(WEB_DIST): $(WEB_SOURCES)
 # signaling service, in front of the runtime (Ray Serve, cpu profile, bundled models) on :8000, which
 # also prints a curl line and an `avatar chat` line. Ctrl-C stops both.
 run: setup
-	./scripts/run.sh
+	@./scripts/run.sh
 
 # Only the runtime's HTTP API (no page), as the container runs it.
 serve: setup
