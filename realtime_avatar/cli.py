@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     from realtime_avatar import chat_cli
 
     chat_cli.add_parser(commands)
+    from realtime_avatar import cost_cli
+
+    cost_cli.add_parser(commands)
     return parser
 
 
@@ -177,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
             from realtime_avatar import chat_cli
 
             return chat_cli.run(args)
+        if args.command == "cost":
+            from realtime_avatar import cost_cli
+
+            return cost_cli.run(args)
         return _models(args) if args.command == "models" else _render(args)
     except InputError as exc:
         print(f"error [{exc.code}]: {exc.message}", file=sys.stderr)

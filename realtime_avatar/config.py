@@ -15,6 +15,8 @@ import yaml
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from realtime_avatar.costs import CostSettings
+
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "avatar.yaml"
 SUPPORTED_LANGUAGES = ("en", "zh", "es")
 SUPPORTED_SIZES = (256, 360)
@@ -107,6 +109,12 @@ class ServeSettings(BaseModel):
     unhealthy_after_failures: int = Field(default=3, ge=1)  # internal errors in a row -> restart
     health_check_period_s: float = Field(default=10.0, gt=0)
     health_check_timeout_s: float = Field(default=30.0, gt=0)
+    # Ray's shared-memory object store (MB); None: Ray's default (30% of memory). In a container it must
+    # fit in /dev/shm (the Cloud Run memory volume, compose's shm_size), or Ray falls back to slow /tmp.
+    object_store_mb: int | None = Field(default=None, ge=75)
+    # On SIGTERM, calls in flight get this long to finish before the process exits anyway (Cloud Run
+    # kills the container 10 s after SIGTERM, so the l4 profile keeps it under that).
+    drain_timeout_s: float = Field(default=8.0, gt=0)
 
 
 class ChatSettings(BaseModel):
@@ -221,6 +229,9 @@ class Settings(BaseSettings):
     chat: ChatSettings = Field(default_factory=ChatSettings)
     clip_cache: ClipCacheSettings = Field(default_factory=ClipCacheSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    # `avatar cost`: prices and usage for a month's estimate (realtime_avatar/costs.py); None when a
+    # config file has no `cost:` section.
+    cost: CostSettings | None = None
     # The model stages, each one Serve deployment owning the engine of the same name below. The app
     # builder, /readyz, the weights check and the Serve options all read this list.
     stages: list[str] = Field(default_factory=lambda: ["asr", "llm", "tts", "avatar"])
