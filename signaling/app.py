@@ -6,6 +6,8 @@ Routes (all JSON errors are ``{"error": {"code", "message"}}``):
 - ``POST /avatar/api/session``: a conversation and its token (201), or ``waking`` progress (202).
 - ``POST /avatar/api/session/refresh``, ``DELETE /avatar/api/session``: renew or end it (Bearer token).
 - ``GET /avatar/api/greeting``, ``POST /avatar/api/chat``: the runtime's NDJSON event streams, relayed.
+- ``GET /avatar/api/rtc/config``, ``POST /avatar/api/rtc/offer``, ``DELETE /avatar/api/rtc/call/{id}``:
+  a voice call's signalling, relayed (the media then flows between the browser and the runtime).
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ ADOPTED_IDLE_TTL_S = 600.0  # a session known only from its token: the runtime's
 SWEEP_INTERVAL_S = 5.0
 FULL_RETRY_AFTER_S = 30  # too many conversations: when to try again
 RUNTIME_RETRY_AFTER_S = 2
+# An SDP offer with every ICE candidate (no trickle) is a few KB; more than the chat bodies' limit.
+OFFER_MAX_BYTES = 64 * 1024
+OFFER_TIMEOUT_S = 30.0  # the runtime builds a peer connection and gathers its candidates before answering
+_CALL_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # The page loads nothing from elsewhere: the policy says so and makes a stray CDN link fail loudly.
 PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
@@ -221,6 +227,7 @@ class Service:
         self.sessions = SessionTable(settings.max_sessions)
         self.session_rate = RateLimiter(settings.sessions_per_minute)
         self.message_rate = RateLimiter(settings.messages_per_minute)
+        self.offer_rate = RateLimiter(settings.offers_per_minute)
         self._sweeper: asyncio.Task[None] | None = None
 
     # --- plumbing ---------------------------------------------------------------------------------------
@@ -246,14 +253,15 @@ class Service:
             raise ApiError(429, "rate_limited", f"too many {what} from this address; try again in "
                            f"{math.ceil(wait)} s", retry_after=wait)
 
-    async def read_json(self, request: Request, optional: bool = False) -> dict[str, Any]:
+    async def read_json(self, request: Request, optional: bool = False,
+                        limit: int | None = None) -> dict[str, Any]:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         length = request.headers.get("content-length")
         if optional and not ctype and length in (None, "0"):
             return {}
         if ctype != "application/json":
             raise ApiError(415, "unsupported_media_type", "send JSON with Content-Type: application/json")
-        limit = self.settings.max_body_bytes
+        limit = limit or self.settings.max_body_bytes
         too_large = ApiError(413, "request_too_large", f"the request body is over {limit} bytes")
         if length is not None and length.isdigit() and int(length) > limit:
             raise too_large
@@ -392,7 +400,9 @@ class Service:
 
     async def end_session(self, request: Request) -> Response:
         claims, _ = self.authorize(request)
-        self.sessions.end(claims.sid)
+        slot = self.sessions.end(claims.sid)
+        if slot is not None:
+            await self.hang_up(slot, "session_ended")
         try:
             ended = (await self.call("DELETE", f"/v1/chat/sessions/{claims.sid}")).json()
         except ApiError as exc:
@@ -421,6 +431,83 @@ class Service:
         return await self.stream(slot, "POST", "/v1/chat", started,
                                  {"session_id": slot.sid, "text": text, "language": language})
 
+    # --- voice calls: signalling only; the media flows between the browser and the runtime ---------------
+
+    async def hang_up(self, slot: Slot, why: str) -> None:
+        """Ends the conversation's call on the runtime, if it has one. Never raises: a call the runtime
+        already dropped (404) is ended all the same, and an unreachable runtime drops its calls anyway."""
+        call_id, slot.call_id = slot.call_id, None
+        if call_id is None:
+            return
+        logs.session_id.set(slot.sid)
+        event(log, "call_hangup", call_id=call_id, why=why)
+        try:
+            await self.call("DELETE", f"/v1/rtc/calls/{call_id}", timeout=5.0)
+        except ApiError as exc:
+            if exc.status not in (404, 410):
+                event(log, "call_hangup_failed", level=logging.WARNING, call_id=call_id, code=exc.code)
+
+    async def rtc_config(self, request: Request) -> Response:
+        self.authorize(request)
+        config = (await self.call("GET", "/v1/rtc/config")).json()
+        return JSONResponse(config, headers={"Cache-Control": "no-store"})
+
+    async def rtc_offer(self, request: Request) -> Response:
+        _, slot = self.authorize(request)
+        body = await self.read_json(request, limit=OFFER_MAX_BYTES)
+        sdp, kind, language = body.get("sdp"), body.get("type", "offer"), body.get("language", "auto")
+        if not isinstance(sdp, str) or kind != "offer" or not isinstance(language, str):
+            raise ApiError(400, "invalid_request",
+                           "send {\"sdp\": string, \"type\": \"offer\", \"language\": string}")
+        if language not in LANGUAGES:
+            raise ApiError(400, "unsupported_language",
+                           f"language {language!r} is not supported; use one of {', '.join(LANGUAGES)}")
+        self.limit(self.offer_rate, self.client_ip(request), "calls")
+        slot.last_seen = time.time()
+        async with slot.call_lock:  # one offer at a time per conversation: it holds one call at most
+            await self.hang_up(slot, "replaced")  # first, so the old call's capacity is free for the new
+            try:
+                response = await self.call("POST", "/v1/rtc/offer", {
+                    "session_id": slot.sid, "sdp": sdp, "type": "offer", "language": language,
+                }, timeout=OFFER_TIMEOUT_S)
+            except ApiError as exc:
+                if exc.code in ("session_not_found", "session_expired"):  # the runtime forgot it: so do we
+                    self.sessions.end(slot.sid)
+                raise
+            answer = response.json()
+            call_id = str(answer.get("call_id", ""))
+            slot.call_id = call_id or None
+            if not self.sessions.is_open(slot):  # the conversation ended while the runtime answered
+                await self.hang_up(slot, "session_ended")
+                raise ApiError(410, "session_ended", "this conversation has ended; start a new one")
+        event(log, "call_started", call_id=call_id, language=answer.get("language"))
+        return JSONResponse(answer, response.status_code, headers={"Cache-Control": "no-store"})
+
+    async def rtc_hangup(self, request: Request) -> Response:
+        _, slot = self.authorize(request)
+        call_id = request.path_params["call_id"]
+        if not _CALL_ID.match(call_id):
+            raise ApiError(404, "call_not_found", "no such call in this conversation")
+        async with slot.call_lock:
+            if call_id != slot.call_id and not await self.owns_call(slot, call_id):
+                raise ApiError(404, "call_not_found", "no such call in this conversation")
+            if slot.call_id == call_id:
+                slot.call_id = None
+            event(log, "call_hangup", call_id=call_id, why="visitor")
+            response = await self.call("DELETE", f"/v1/rtc/calls/{call_id}", timeout=5.0)
+        return JSONResponse(response.json(), response.status_code)
+
+    async def owns_call(self, slot: Slot, call_id: str) -> bool:
+        """A call this instance did not see start (a restart, another instance) is the visitor's to end
+        only if the runtime says it belongs to their conversation."""
+        try:
+            state = (await self.call("GET", f"/v1/rtc/calls/{call_id}", timeout=5.0)).json()
+        except ApiError as exc:
+            if exc.status in (404, 410):
+                return False
+            raise
+        return isinstance(state, dict) and state.get("session_id") == slot.sid
+
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -436,6 +523,7 @@ class Service:
             for slot in over:  # out of minutes: end it on the runtime too, so its GPU time stops
                 logs.session_id.set(slot.sid)
                 event(log, "session_time_limit")
+                await self.hang_up(slot, "session_time_limit")
                 with contextlib.suppress(ApiError):
                     await self.call("DELETE", f"/v1/chat/sessions/{slot.sid}")
             for slot in idle:
@@ -472,6 +560,9 @@ def create_app(settings: Settings | None = None,
         Route("/session/refresh", service.refresh, methods=["POST"]),
         Route("/greeting", service.greeting, methods=["GET"]),
         Route("/chat", service.chat, methods=["POST"]),
+        Route("/rtc/config", service.rtc_config, methods=["GET"]),
+        Route("/rtc/offer", service.rtc_offer, methods=["POST"]),
+        Route("/rtc/call/{call_id}", service.rtc_hangup, methods=["DELETE"]),
     ]
     routes = [
         Route("/healthz", service.healthz, methods=["GET"]),

@@ -29,6 +29,7 @@ class Settings:
     token_ttl_s: float = 600.0
     sessions_per_minute: int = 6  # per client IP
     messages_per_minute: int = 30  # per client IP (chat messages and greetings)
+    offers_per_minute: int = 10  # per client IP: calls started (each costs the runtime a peer connection)
     max_sessions: int = 8  # concurrent conversations through this instance
     max_session_minutes: float = 15.0  # a conversation's lifetime, however active
     wake_timeout_s: float = 180.0  # how long a cold runtime may take to answer /readyz before we say "down"
@@ -71,7 +72,8 @@ class Settings:
         for name in ("token_ttl_s", "max_session_minutes", "wake_timeout_s", "stream_idle_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{PREFIX}{name.upper()} must be > 0")
-        for name in ("sessions_per_minute", "messages_per_minute", "max_sessions", "max_body_bytes"):
+        for name in ("sessions_per_minute", "messages_per_minute", "offers_per_minute", "max_sessions",
+                     "max_body_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{PREFIX}{name.upper()} must be >= 1")
         if self.trusted_proxies < 0:

@@ -4,6 +4,7 @@ once and on how long each may last). In memory, per instance: run one signaling 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,9 +49,13 @@ class Slot:
     end: float  # unix seconds: the conversation's hard end
     idle_ttl_s: float  # the runtime forgets a session idle this long
     last_seen: float = field(default_factory=time.time)
+    call_id: str | None = None  # the live voice call on the runtime (at most one per conversation)
+    # Offers of one conversation go one at a time, so "a new call replaces the old" cannot leave two.
+    call_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
 
     def idle_expired(self, now: float) -> bool:
-        return now - self.last_seen > self.idle_ttl_s
+        # A call is activity even when nobody types: the visitor is talking over WebRTC.
+        return self.call_id is None and now - self.last_seen > self.idle_ttl_s
 
 
 class SessionTable:
@@ -91,10 +96,15 @@ class SessionTable:
             slot = self._slots[sid] = Slot(sid, end, idle_ttl_s, last_seen=self.clock())
         return slot
 
-    def end(self, sid: str) -> None:
+    def end(self, sid: str) -> Slot | None:
+        """Forget the conversation (its tokens stay refused); the ended slot, to hang up its call."""
         slot = self._slots.pop(sid, None)
         if slot is not None:
             self._ended[sid] = slot.end
+        return slot
+
+    def is_open(self, slot: Slot) -> bool:
+        return self._slots.get(slot.sid) is slot
 
     def sweep(self) -> tuple[list[Slot], list[Slot]]:
         """Drop conversations past their end (the caller ends them on the runtime) and idle ones (the

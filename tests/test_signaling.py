@@ -89,6 +89,13 @@ class FakeRuntime:
 
     def __init__(self, ready_after_s: float = 0.0, hold_readyz: bool = False) -> None:
         self.ready_at = time.monotonic() + ready_after_s
+        # Voice calls (realtime_avatar/rtc/protocol.py): live call id -> session id, and what happened.
+        self.calls: dict[str, str] = {}
+        self.call_log: list[tuple[str, str]] = []  # ("offer" | "hangup", call id), in order
+        self.offers: list[dict[str, Any]] = []
+        self.offer_mode = "ok"  # ok, too_many_calls, invalid_sdp
+        self.offer_delay_s = 0.0
+        self.expires_in_s = 600.0
         self.hold_readyz = hold_readyz
         self.mode = "ok"
         self.first_line_delay_s = 0.0
@@ -107,7 +114,39 @@ class FakeRuntime:
             Route("/v1/chat/sessions/{sid}", self.delete, methods=["DELETE"]),
             Route("/v1/chat/sessions/{sid}/greeting", self.greeting),
             Route("/v1/chat", self.chat, methods=["POST"]),
+            Route("/v1/rtc/config", self.rtc_config),
+            Route("/v1/rtc/offer", self.rtc_offer, methods=["POST"]),
+            Route("/v1/rtc/calls/{cid}", self.rtc_call, methods=["GET", "DELETE"]),
         ])
+
+    async def rtc_config(self, request: Request) -> Response:
+        return JSONResponse({"ice_servers": [{"urls": ["stun:stun.example:3478"]}], "max_calls": 2})
+
+    async def rtc_offer(self, request: Request) -> Response:
+        body = await request.json()
+        self.offers.append(body)
+        if body.get("session_id") not in self.sessions:
+            return _error(404, "session_not_found", "no such conversation")
+        await asyncio.sleep(self.offer_delay_s)  # building the peer connection, gathering candidates
+        if self.offer_mode == "too_many_calls":
+            return _error(503, "too_many_calls", "the avatar is on too many calls", {"Retry-After": "5"})
+        if self.offer_mode == "invalid_sdp" or not body.get("sdp", "").startswith("v=0"):
+            return _error(400, "invalid_sdp", "that is not an SDP offer")
+        cid = uuid.uuid4().hex[:12]
+        self.calls[cid] = body["session_id"]
+        self.call_log.append(("offer", cid))
+        return JSONResponse({"call_id": cid, "session_id": body["session_id"], "sdp": "v=0\r\nanswer\r\n",
+                             "type": "answer", "language": body.get("language", "auto")})
+
+    async def rtc_call(self, request: Request) -> Response:
+        cid = request.path_params["cid"]
+        if cid not in self.calls:
+            return _error(404, "call_not_found", "no such call")
+        if request.method == "GET":
+            return JSONResponse({"call_id": cid, "session_id": self.calls[cid], "state": "listening"})
+        sid = self.calls.pop(cid)
+        self.call_log.append(("hangup", cid))
+        return JSONResponse({"call_id": cid, "session_id": sid, "ended": True})
 
     async def readyz(self, request: Request) -> Response:
         if self.hold_readyz:
@@ -120,7 +159,7 @@ class FakeRuntime:
         sid = uuid.uuid4().hex
         self.sessions[sid] = {"language": body.get("language", "auto")}
         return JSONResponse({"session_id": sid, "language": body.get("language", "auto"), "turns": 0,
-                             "voice_id": None, "avatar_id": None, "expires_in_s": 600.0,
+                             "voice_id": None, "avatar_id": None, "expires_in_s": self.expires_in_s,
                              "greeting": "Hi! I'm Alex."}, 201)
 
     async def delete(self, request: Request) -> Response:
@@ -706,3 +745,154 @@ def test_the_cli_serves_and_adds_at_most_20ms_to_the_first_byte(runtime):
     finally:
         process.terminate()
         process.wait(10)
+
+
+# --- voice calls: the WebRTC offer/answer relay ----------------------------------------------------------
+
+RTC = "/avatar/api/rtc"
+OFFER_SDP = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+
+
+def _offer(client: httpx.Client, token: str, **body: Any) -> httpx.Response:
+    return client.post(f"{RTC}/offer", headers=_auth(token),
+                       json={"sdp": OFFER_SDP, "type": "offer", "language": "en", **body})
+
+
+def test_a_call_is_signalled_through_the_token_and_hung_up_by_its_own_conversation(client, runtime):
+    created = _session(client)
+    _json_error(client.get(f"{RTC}/config"), 401, "missing_token")
+    config = client.get(f"{RTC}/config", headers=_auth(created["token"]))
+    assert config.status_code == 200 and config.headers["cache-control"] == "no-store"
+    assert config.json() == {"ice_servers": [{"urls": ["stun:stun.example:3478"]}], "max_calls": 2}
+    _json_error(client.post(f"{RTC}/offer", json={"sdp": OFFER_SDP, "type": "offer"}), 401, "missing_token")
+
+    answer = _offer(client, created["token"], language="es")
+    assert answer.status_code == 200, answer.text
+    call = answer.json()
+    assert call["type"] == "answer" and call["sdp"].startswith("v=0") and call["language"] == "es"
+    # The runtime got the session from the token; the page never names it.
+    assert runtime.offers[-1] == {"session_id": created["session_id"], "sdp": OFFER_SDP, "type": "offer",
+                                  "language": "es"}
+    assert runtime.calls == {call["call_id"]: created["session_id"]}
+
+    # Another visitor cannot hang up this call, not even knowing its id.
+    other = _session(client)
+    _json_error(client.delete(f"{RTC}/call/{call['call_id']}", headers=_auth(other["token"])), 404,
+                "call_not_found")
+    for odd in ("..", "a%2F..%2Fb", "x%20y"):  # never a path of its own on the runtime
+        assert client.delete(f"{RTC}/call/{odd}", headers=_auth(created["token"])).status_code == 404
+    assert call["call_id"] in runtime.calls
+    hung = client.delete(f"{RTC}/call/{call['call_id']}", headers=_auth(created["token"]))
+    assert hung.status_code == 200 and hung.json()["ended"] is True
+    assert runtime.calls == {} and runtime.call_log[-1] == ("hangup", call["call_id"])
+    # Hanging up twice: the runtime's 404, relayed.
+    _json_error(client.delete(f"{RTC}/call/{call['call_id']}", headers=_auth(created["token"])), 404,
+                "call_not_found")
+
+
+def test_bad_offers_get_clear_errors_and_an_sdp_may_be_larger_than_a_chat_message(client, runtime):
+    token = _session(client)["token"]
+    offer = f"{RTC}/offer"
+    _json_error(client.post(offer, headers=_auth(token), json={"type": "offer"}), 400, "invalid_request")
+    _json_error(_offer(client, token, type="answer"), 400, "invalid_request")
+    _json_error(_offer(client, token, sdp=5), 400, "invalid_request")
+    _json_error(_offer(client, token, language="fr"), 400, "unsupported_language")
+    _json_error(client.post(offer, headers=_auth(token), content=b"sdp"), 415, "unsupported_media_type")
+    assert runtime.offers == []  # none of those reached the runtime
+    # The runtime's own refusal, with its status and body.
+    body = _json_error(_offer(client, token, sdp="hello"), 400, "invalid_sdp")
+    assert body["error"]["message"] == "that is not an SDP offer"
+    # Every ICE candidate rides in the offer (no trickle): 20 KB passes where a chat body stops at 16 KB.
+    big = OFFER_SDP + "a=candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host\r\n" * 350
+    assert 16384 < len(big) < 65536
+    assert _offer(client, token, sdp=big).status_code == 200
+    _json_error(_offer(client, token, sdp=big * 4), 413, "request_too_large")
+
+
+def test_an_offer_the_runtime_refuses_keeps_its_status_and_retry_after(client, runtime):
+    created = _session(client)
+    runtime.offer_mode = "too_many_calls"
+    full = _offer(client, created["token"])
+    body = _json_error(full, 503, "too_many_calls")
+    assert full.headers["retry-after"] == "5"
+    assert body["error"]["message"] == "the avatar is on too many calls"
+    runtime.offer_mode = "ok"
+    runtime.sessions.clear()  # the runtime forgot the conversation: it is ended here too
+    _json_error(_offer(client, created["token"]), 404, "session_not_found")
+    _json_error(_offer(client, created["token"]), 410, "session_ended")
+
+
+def test_offers_are_rate_limited_per_address(runtime):
+    with running_signaling(runtime.url, offers_per_minute=2) as client:
+        token = _session(client)["token"]
+        assert _offer(client, token).status_code == 200
+        assert _offer(client, token).status_code == 200
+        refused = _offer(client, token)
+        _json_error(refused, 429, "rate_limited")
+        assert int(refused.headers["retry-after"]) >= 1
+        assert len(runtime.offers) == 2
+
+
+def test_a_new_offer_hangs_up_the_conversations_call_first(client, runtime):
+    created = _session(client)
+    first = _offer(client, created["token"]).json()["call_id"]
+    second = _offer(client, created["token"]).json()["call_id"]
+    assert runtime.call_log == [("offer", first), ("hangup", first), ("offer", second)]
+    assert runtime.calls == {second: created["session_id"]}
+    # Two offers at once from one conversation (a double click) still leave one call.
+    runtime.offer_delay_s = 0.3
+    with concurrent_requests(2) as pool:
+        answers = list(pool.map(lambda _: _offer(client, created["token"]), range(2)))
+    assert [a.status_code for a in answers] == [200, 200]
+    assert len(runtime.calls) == 1 and set(runtime.calls) <= {a.json()["call_id"] for a in answers}
+
+
+@contextlib.contextmanager
+def concurrent_requests(workers: int) -> Iterator[Any]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        yield pool
+
+
+def test_ending_the_conversation_hangs_up_its_call_even_one_still_being_answered(client, runtime):
+    created = _session(client)
+    call = _offer(client, created["token"]).json()["call_id"]
+    assert client.delete("/avatar/api/session", headers=_auth(created["token"])).status_code == 200
+    assert runtime.call_log[-1] == ("hangup", call) and runtime.calls == {}
+    # The page leaves while the runtime is still answering its offer: the call it answered is hung up.
+    created = _session(client)
+    runtime.offer_delay_s = 0.5
+    with concurrent_requests(1) as pool:
+        pending = pool.submit(_offer, client, created["token"])
+        time.sleep(0.2)
+        assert client.delete("/avatar/api/session", headers=_auth(created["token"])).status_code == 200
+        _json_error(pending.result(), 410, "session_ended")
+    assert runtime.calls == {} and runtime.call_log[-1][0] == "hangup"
+
+
+def test_a_call_ends_with_the_conversations_minutes_and_keeps_it_from_idling_out(runtime, monkeypatch):
+    monkeypatch.setattr(signaling_app, "SWEEP_INTERVAL_S", 0.2)
+    runtime.expires_in_s = 0.8  # the runtime forgets a conversation idle this long
+    with running_signaling(runtime.url, max_session_minutes=2.5 / 60) as client:
+        talking, typing = _session(client), _session(client)
+        call = _offer(client, talking["token"]).json()["call_id"]
+        # A visitor talking by voice sends no HTTP requests: the call, not the requests, keeps it open.
+        time.sleep(1.5)
+        _json_error(client.post(CHAT, headers=_auth(typing["token"]), json={"text": "hi"}), 410,
+                    "session_ended")
+        assert client.post("/avatar/api/session/refresh", headers=_auth(talking["token"])).status_code == 200
+        assert runtime.calls == {call: talking["session_id"]}
+        time.sleep(1.5)  # past its 2.5 s: the sweeper hangs up the call, then ends the conversation
+        assert runtime.call_log[-1] == ("hangup", call) and runtime.calls == {}
+        assert runtime.deleted == [talking["session_id"]]
+        _json_error(_offer(client, talking["token"]), 403, "session_time_limit")
+
+
+def test_a_call_this_instance_did_not_see_start_is_hung_up_if_the_runtime_says_it_is_ours(client, runtime):
+    mine, theirs = _session(client), _session(client)
+    runtime.calls["c-mine"] = mine["session_id"]  # e.g. begun before this service restarted
+    runtime.calls["c-theirs"] = theirs["session_id"]
+    _json_error(client.delete(f"{RTC}/call/c-theirs", headers=_auth(mine["token"])), 404, "call_not_found")
+    assert client.delete(f"{RTC}/call/c-mine", headers=_auth(mine["token"])).status_code == 200
+    assert runtime.calls == {"c-theirs": theirs["session_id"]}
