@@ -1,14 +1,21 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from 'react'
 
 import { ApiError, chat, createSession, endSession, greeting, refreshToken, type ChatEvent, type Session } from './api'
+import { Call, type CallEvent } from './call'
 import { browserLang, hasKey, translator, type Lang, type StringKey } from './i18n'
-import { FaceIcon, GlobeIcon, PlayIcon, RetryIcon, SendIcon, StopIcon } from './icons'
+import { FaceIcon, GlobeIcon, HangUpIcon, MicIcon, PlayIcon, RetryIcon, SendIcon, StopIcon } from './icons'
 import { decodeClip, Stage, type Player } from './player'
 
 type Phase = 'connecting' | 'waking' | 'ready' | 'thinking' | 'speaking' | 'error'
 type Status = 'streaming' | 'done' | 'stopped' | 'error'
 
-interface Message { id: number; role: 'user' | 'avatar'; text: string; lang?: string; status: Status }
+// A voice call's state, from the runtime's events ("connecting" until the call is up).
+type CallState = 'connecting' | 'listening' | 'user_speaking' | 'thinking' | 'speaking' | 'interrupted'
+
+interface Message {
+  id: number; role: 'user' | 'avatar'; text: string; lang?: string; status: Status; via?: 'voice' | 'call-text'
+}
+interface Caption { who: 'user' | 'avatar'; turn: number; text: string }
 interface Problem { key: StringKey; seconds: number; detail: string; retry: (() => void) | null }
 interface Reply { controller: AbortController; player: Player | null; messageId: number; greeting: boolean }
 
@@ -22,6 +29,13 @@ const SESSION_GONE = new Set(['missing_token', 'invalid_token', 'token_expired',
 const BUSY = new Set(['overloaded', 'llm_unavailable', 'stage_unavailable'])
 // The message itself was refused: it goes back into the box to be edited, nothing to retry as is.
 const INPUT_ERRORS = new Set(['message_too_long', 'request_too_large', 'empty_message'])
+const CALL_REFUSED = new Set(['invalid_sdp', 'no_audio'])
+const NO_MEDIA_MS = 15000 // connected, but no picture by then: say so (the call goes on, audio may work)
+
+const CALL_STATUS: Record<CallState, StringKey> = {
+  connecting: 'call.connecting', listening: 'call.listening', user_speaking: 'call.user_speaking',
+  thinking: 'call.thinking', speaking: 'call.speaking', interrupted: 'call.interrupted',
+}
 
 function savedLang(): Lang {
   const saved = localStorage.getItem(LANG_KEY)
@@ -31,6 +45,7 @@ function savedLang(): Lang {
 function problemKey(code: string): StringKey {
   if (SESSION_GONE.has(code)) return 'error.session_gone'
   if (BUSY.has(code)) return 'error.busy'
+  if (CALL_REFUSED.has(code)) return 'error.call_refused'
   const key = `error.${code}`
   return hasKey(key) ? key : 'error'
 }
@@ -53,9 +68,20 @@ export default function App() {
   const [greetingPlayer, setGreetingPlayer] = useState<Player | null>(null)
   const [hasFace, setHasFace] = useState(false)
   const [hasSession, setHasSession] = useState(false)
+  const [callState, setCallState] = useState<CallState | null>(null)
+  const [callShown, setCallShown] = useState(false) // the call's video has a picture: it covers the stage
+  const [callBlocked, setCallBlocked] = useState(false)
+  const [caption, setCaption] = useState<Caption | null>(null)
 
   const videoA = useRef<HTMLVideoElement>(null)
   const videoB = useRef<HTMLVideoElement>(null)
+  const callVideo = useRef<HTMLVideoElement>(null)
+  const call = useRef<Call | null>(null)
+  const calling = useRef<AbortController | null>(null)
+  const noMediaTimer = useRef<number | undefined>(undefined)
+  // Each call turn's messages in the transcript, and a typed message waiting for its turn number.
+  const turns = useRef(new Map<number, { user?: number; avatar?: number }>())
+  const typedInCall = useRef<number | null>(null)
   const logRef = useRef<HTMLOListElement>(null)
   const stage = useRef<Stage | null>(null)
   const session = useRef<Session | null>(null)
@@ -100,7 +126,10 @@ export default function App() {
   }, [])
 
   // Defined below; the ref lets the error path call them without a dependency cycle.
-  const actions = useRef<{ connect: () => Promise<Session | null>; send: (text: string, retryOf?: number) => void }>(null)
+  const actions = useRef<{
+    connect: () => Promise<Session | null>; send: (text: string, retryOf?: number) => void
+    startCall: () => Promise<void>
+  }>(null)
 
   const fail = useCallback((error: unknown, retry: () => void) => {
     const e = asApiError(error)
@@ -180,10 +209,35 @@ export default function App() {
     }
   }, [cancelReply, fail, patch])
 
+  /** Ends the call here and on the runtime; the stage goes back to the idle face. Idempotent. */
+  const endCall = useCallback(() => {
+    calling.current?.abort()
+    calling.current = null
+    call.current?.hangup()
+    call.current = null
+    window.clearTimeout(noMediaTimer.current)
+    const video = callVideo.current
+    if (video) {
+      video.pause()
+      video.srcObject = null
+    }
+    setCallState(null)
+    setCallShown(false)
+    setCallBlocked(false)
+    setCaption(null)
+    typedInCall.current = null
+    // What was still being said or written stays as it was; a caption that never got words goes.
+    setMessages((all) => all.flatMap((m) => {
+      if (!m.via || m.status !== 'streaming') return [m]
+      return m.text ? [{ ...m, status: m.role === 'user' ? 'done' as const : 'stopped' as const }] : []
+    }))
+  }, [])
+
   const connect = useCallback(async (): Promise<Session | null> => {
     connecting.current?.abort()
     const controller = new AbortController()
     connecting.current = controller
+    endCall() // a call belongs to its conversation
     cancelReply()
     setPhase('connecting')
     setProblem(null)
@@ -211,13 +265,26 @@ export default function App() {
       if (!controller.signal.aborted) fail(error, () => void actions.current?.connect())
       return null
     }
-  }, [addMessage, cancelReply, fail, keepFresh, runReply])
+  }, [addMessage, cancelReply, endCall, fail, keepFresh, runReply])
 
   const send = useCallback((text: string, retryOf?: number) => {
     const s = session.current
     const message = text.trim()
     if (!s || !message) return
     const language = langRef.current
+    const live = call.current
+    if (live) { // in a call, typed text goes over the call's data channel and is answered in the call
+      const id = addMessage({ role: 'user', text: message, lang: language === 'auto' ? undefined : language,
+        status: 'done', via: 'call-text' })
+      if (live.sendText(message, language)) {
+        typedInCall.current = id
+        setProblem(null)
+      } else {
+        setMessages((all) => all.filter((m) => m.id !== id))
+        setDraft(text)
+      }
+      return
+    }
     let userId: number | undefined
     if (retryOf === undefined) {
       userId = addMessage({ role: 'user', text: message, lang: language === 'auto' ? undefined : language,
@@ -241,11 +308,143 @@ export default function App() {
       { greeting: false, messageId: id, retry: () => { actions.current?.send(message, id) }, onRefused })
   }, [addMessage, runReply])
 
+  const callFailed = useCallback((error: unknown) => {
+    const e = asApiError(error)
+    const retry = SESSION_GONE.has(e.code)
+      ? () => { void actions.current?.connect().then((s) => { if (s) void actions.current?.startCall() }) }
+      : () => { void actions.current?.startCall() }
+    setProblem({ key: problemKey(e.code), seconds: Math.ceil(e.retryAfterS ?? 1), detail: e.message, retry })
+  }, [])
+
+  /** A call turn's transcript entry for one speaker, made on that speaker's first event of the turn. */
+  const turnMessage = useCallback((turn: number, role: 'user' | 'avatar'): number => {
+    let entry = turns.current.get(turn)
+    if (!entry) {
+      entry = {}
+      turns.current.set(turn, entry)
+      // The runtime numbers the turns: a typed message learns its number from its turn's first event.
+      if (typedInCall.current !== null) {
+        entry.user = typedInCall.current
+        typedInCall.current = null
+      }
+    }
+    const known = entry[role]
+    if (known !== undefined) return known
+    const id = addMessage({ role, text: '', status: 'streaming', via: 'voice' })
+    entry[role] = id
+    return id
+  }, [addMessage])
+
+  const onCallEvent = useCallback((event: CallEvent) => {
+    switch (event.type) {
+      case 'call_started':
+      case 'listening':
+      case 'idle':
+        setCallState('listening')
+        break
+      case 'user_speaking':
+      case 'thinking':
+      case 'speaking':
+        setCallState(event.type)
+        break
+      case 'interrupted': {
+        setCallState('interrupted')
+        const id = turns.current.get(event.turn)?.avatar
+        if (id !== undefined) patch(id, (m) => (m.status === 'streaming' ? { status: 'stopped' } : {}))
+        break
+      }
+      case 'transcript': {
+        const id = turnMessage(event.turn, 'user')
+        patch(id, () => ({ text: event.text, lang: event.language, status: event.final ? 'done' : 'streaming' }))
+        setCaption({ who: 'user', turn: event.turn, text: event.text })
+        break
+      }
+      case 'reply_text': {
+        const id = turnMessage(event.turn, 'avatar')
+        patch(id, (m) => ({ text: m.text + event.delta }))
+        setCaption((c) => (c?.who === 'avatar' && c.turn === event.turn
+          ? { ...c, text: c.text + event.delta }
+          : { who: 'avatar', turn: event.turn, text: event.delta }))
+        break
+      }
+      case 'reply_done': {
+        const id = turnMessage(event.turn, 'avatar')
+        patch(id, (m) => ({ text: event.text || m.text, status: event.cut ? 'stopped' : 'done' }))
+        break
+      }
+      case 'error': // one turn went wrong; the call goes on
+        setProblem({ key: problemKey(event.error.code), seconds: 1, detail: event.error.message, retry: null })
+        break
+      case 'call_ended':
+        endCall()
+        setProblem({ key: 'error.call_ended', seconds: 0, detail: event.reason,
+          retry: () => { void actions.current?.startCall() } })
+        break
+      case 'turn_timings':
+        break
+    }
+  }, [endCall, patch, turnMessage])
+
+  const startCall = useCallback(async (): Promise<void> => {
+    const s = session.current
+    if (!s || call.current || calling.current) return
+    cancelReply() // a typed reply on the stage gives way to the call
+    setGreetingPlayer(null)
+    setProblem(null)
+    setCallState('connecting')
+    turns.current.clear()
+    const controller = new AbortController()
+    calling.current = controller
+    try {
+      const started = await Call.start(() => s.token, langRef.current, {
+        onEvent: onCallEvent,
+        onMedia: (stream) => {
+          const video = callVideo.current
+          if (!video) return
+          if (video.srcObject !== stream) video.srcObject = stream
+          video.play().catch((error: unknown) => {
+            if (error instanceof DOMException && error.name === 'NotAllowedError') setCallBlocked(true)
+          })
+        },
+        onConnected: () => {
+          setCallState((state) => (state === 'connecting' ? 'listening' : state))
+          window.clearTimeout(noMediaTimer.current)
+          noMediaTimer.current = window.setTimeout(() => {
+            const video = callVideo.current
+            if (video && video.readyState < HTMLMediaElement.HAVE_CURRENT_DATA) {
+              setProblem({ key: 'error.no_media', seconds: 0, detail: '', retry: null })
+            }
+          }, NO_MEDIA_MS)
+        },
+        onFailed: (error) => {
+          endCall()
+          callFailed(error)
+        },
+      }, controller.signal)
+      call.current = started
+    } catch (error) {
+      if (controller.signal.aborted) return // hung up while calling
+      endCall()
+      callFailed(error)
+    } finally {
+      if (calling.current === controller) calling.current = null
+    }
+  }, [callFailed, cancelReply, endCall, onCallEvent])
+
   useEffect(() => {
-    actions.current = { connect, send }
-  }, [connect, send])
+    actions.current = { connect, send, startCall }
+  }, [connect, send, startCall])
+
+  const toggleCall = () => {
+    if (callState) endCall()
+    else void startCall()
+  }
 
   const stop = useCallback(() => {
+    if (call.current) {
+      call.current.stopReply()
+      return
+    }
     cancelReply()
     setBlocked(null)
     setPhase('ready')
@@ -254,12 +453,18 @@ export default function App() {
   useEffect(() => {
     if (videoA.current && videoB.current) stage.current = new Stage(videoA.current, videoB.current)
     void actions.current?.connect()
-    const leave = () => { if (session.current) void endSession(session.current.token) }
+    const leave = () => {
+      call.current?.hangup()
+      if (session.current) void endSession(session.current.token)
+    }
     window.addEventListener('pagehide', leave)
     return () => {
       window.removeEventListener('pagehide', leave)
       connecting.current?.abort()
+      calling.current?.abort()
+      call.current?.hangup()
       window.clearTimeout(refreshTimer.current)
+      window.clearTimeout(noMediaTimer.current)
     }
   }, [])
 
@@ -286,7 +491,12 @@ export default function App() {
     setLang(next)
     langRef.current = next
     localStorage.setItem(LANG_KEY, next)
-    if (session.current && session.current.language !== next) void actions.current?.connect()
+    if (session.current && session.current.language !== next) {
+      // The language is the conversation's, and a call is its conversation's: a call in progress moves
+      // to the new conversation (hung up, then called again; the microphone is already allowed).
+      const inCall = call.current !== null || calling.current !== null
+      void actions.current?.connect().then((s) => { if (s && inCall) void actions.current?.startCall() })
+    }
   }
 
   const submit = () => {
@@ -295,13 +505,14 @@ export default function App() {
     setDraft('')
   }
 
-  const busy = phase === 'thinking' || phase === 'speaking'
-  const canSend = hasSession && phase !== 'connecting' && phase !== 'waking' && draft.trim() !== ''
-  const statusText = phase === 'waking' ? t('waking', { s: wakingS }) : t(phase)
+  const busy = callState ? callState === 'thinking' || callState === 'speaking' : phase === 'thinking' || phase === 'speaking'
+  const canTalk = hasSession && phase !== 'connecting' && phase !== 'waking'
+  const canSend = canTalk && callState !== 'connecting' && draft.trim() !== ''
+  const statusText = callState ? t(CALL_STATUS[callState]) : phase === 'waking' ? t('waking', { s: wakingS }) : t(phase)
   const over = draft.length > MAX_CHARS
 
   return (
-    <div className="app" data-phase={phase}>
+    <div className="app" data-phase={phase} data-call={callState ?? 'off'}>
       <header className="top">
         <h1>{t('title')}</h1>
         <fieldset className="langs">
@@ -322,20 +533,44 @@ export default function App() {
             <div className="placeholder" hidden={hasFace}><FaceIcon /></div>
             <video ref={videoA} playsInline preload="auto" aria-hidden="true" />
             <video ref={videoB} playsInline preload="auto" aria-hidden="true" />
-            {blocked && (
+            <video
+              ref={callVideo} className="call" playsInline aria-hidden="true" data-active={String(callShown)}
+              onPlaying={() => { setCallShown(true); setCallBlocked(false) }}
+            />
+            {callState && caption && (
+              <p className="caption" data-who={caption.who}>
+                <span className="sr-only">{caption.who === 'user' ? t('you') : t('avatar')}: </span>{caption.text}
+              </p>
+            )}
+            {callBlocked && (
+              <button type="button" className="overlay-play" onClick={() => {
+                callVideo.current?.play().then(() => { setCallBlocked(false) }, () => undefined)
+              }}>
+                <PlayIcon /> {t('tapToPlay')}
+              </button>
+            )}
+            {blocked && !callState && (
               <button type="button" className="overlay-play" onClick={() => { blocked.play() }}>
                 <PlayIcon /> {t('tapToPlay')}
               </button>
             )}
-            {!blocked && greetingPlayer && phase === 'ready' && (
+            {!blocked && !callState && greetingPlayer && phase === 'ready' && (
               <button type="button" className="greeting-play" onClick={() => { greetingPlayer.play() }}>
                 <PlayIcon /> {t('playGreeting')}
               </button>
             )}
           </div>
-          <p className="status" role="status" aria-live="polite" data-phase={phase}>
-            <span className="dot" aria-hidden="true" />{statusText}
-          </p>
+          <div className="call-row">
+            <p className="status" role="status" aria-live="polite" data-phase={callState ? `call-${callState}` : phase}>
+              <span className="dot" aria-hidden="true" />{statusText}
+            </p>
+            <button
+              type="button" className="mic" aria-pressed={callState !== null} disabled={!canTalk && !callState}
+              onClick={toggleCall}
+            >
+              {callState ? <HangUpIcon /> : <MicIcon />}<span>{callState ? t('hangUp') : t('talk')}</span>
+            </button>
+          </div>
           {problem && (
             <div className="problem" role="alert">
               <p className="problem-text">{t(problem.key, { s: problem.seconds })}</p>
@@ -350,7 +585,7 @@ export default function App() {
         <section className="chat" aria-label={t('transcript')}>
           <ol className="transcript" role="log" aria-live="polite" ref={logRef}>
             {messages.map((m) => (
-              <li key={m.id} className={`msg ${m.role}`} data-status={m.status} lang={m.lang}>
+              <li key={m.id} className={`msg ${m.role}`} data-status={m.status} data-via={m.via} lang={m.lang}>
                 <span className="who">{m.role === 'user' ? t('you') : t('avatar')}</span>
                 <p className="text">{m.text || (m.status === 'streaming' ? '…' : '')}</p>
                 {m.status === 'stopped' && <span className="tag">{t('stopped')}</span>}

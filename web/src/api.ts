@@ -156,3 +156,39 @@ export async function* greeting(token: string, signal: AbortSignal): AsyncGenera
   if (!response.ok) throw await errorFrom(response)
   yield* readEvents(response)
 }
+
+// --- voice calls: WebRTC signalling through the service (realtime_avatar/rtc/protocol.py) -------------------
+
+export interface IceServer { urls: string | string[]; username?: string; credential?: string }
+export interface RtcConfig { iceServers: IceServer[]; maxCalls: number }
+export interface Answer { callId: string; sdp: string; language: string }
+
+export async function rtcConfig(token: string, signal: AbortSignal): Promise<RtcConfig> {
+  const response = await request(`${API}/rtc/config`, { headers: { Authorization: `Bearer ${token}` }, signal })
+  if (!response.ok) throw await errorFrom(response)
+  const body = (await response.json()) as { ice_servers?: IceServer[]; max_calls?: number }
+  return { iceServers: body.ice_servers ?? [], maxCalls: body.max_calls ?? 0 }
+}
+
+/** The browser's offer (every ICE candidate in it) for the runtime's answer. */
+export async function sendOffer(token: string, sdp: string, language: Lang, signal: AbortSignal): Promise<Answer> {
+  const response = await request(`${API}/rtc/offer`, {
+    method: 'POST', signal,
+    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
+    body: JSON.stringify({ sdp, type: 'offer', language }),
+  })
+  if (!response.ok) throw await errorFrom(response)
+  const body = (await response.json()) as { call_id: string; sdp: string; language: string }
+  return { callId: body.call_id, sdp: body.sdp, language: body.language }
+}
+
+/** Hangs up on the runtime; survives the page closing (keepalive). Errors are moot: the call is over here. */
+export async function hangUp(token: string, callId: string): Promise<void> {
+  try {
+    await fetch(`${API}/rtc/call/${encodeURIComponent(callId)}`, {
+      method: 'DELETE', headers: { Authorization: `Bearer ${token}` }, keepalive: true,
+    })
+  } catch {
+    // offline or gone: the runtime notices the peer connection closing anyway
+  }
+}

@@ -21,3 +21,9 @@ export const GlobeIcon = (p: IconProps) => (
 export const FaceIcon = (p: IconProps) => (
   <Svg {...p}><circle cx="12" cy="9" r="4" /><path d="M4 21c1.5-4.5 4.5-6 8-6s6.5 1.5 8 6" /></Svg>
 )
+export const MicIcon = (p: IconProps) => (
+  <Svg {...p}><rect x="9" y="3" width="6" height="11" rx="3" /><path d="M5 11a7 7 0 0 0 14 0" /><path d="M12 18v3" /></Svg>
+)
+export const HangUpIcon = (p: IconProps) => (
+  <Svg {...p}><path d="M3 14.5c5-4.7 13-4.7 18 0l-2.4 2.6-3.3-1.6v-2.6a11 11 0 0 0-6.6 0v2.6l-3.3 1.6z" fill="currentColor" /></Svg>
+)
