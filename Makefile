@@ -7,7 +7,7 @@ DEMO_EN := Hello! I am a realtime avatar. I can speak English, Mandarin and Span
 DEMO_ZH := 你好！我是一个实时数字人，很高兴认识你。
 DEMO_ES := ¡Hola! Soy un avatar en tiempo real. Encantado de conocerte.
 
-.PHONY: setup run serve render demo test lint bench bench-serve bench-chat chat loadtest eval clean
+.PHONY: setup run serve render demo test lint bench bench-serve bench-chat chat loadtest eval clean compose-env cost
 
 WEB_DIST := web/dist/index.html
 WEB_SOURCES := web/package.json web/package-lock.json web/index.html web/vite.config.ts web/tsconfig.json \
@@ -15,7 +15,7 @@ WEB_SOURCES := web/package.json web/package-lock.json web/index.html web/vite.co
 
 setup: $(STAMP) $(WEB_DIST)
 
-$(STAMP): pyproject.toml scripts/setup.sh signaling/requirements.txt
+$(STAMP): pyproject.toml scripts/setup.sh signaling/requirements.txt infra/requirements-checkov.txt
 	./scripts/setup.sh
 	touch $(STAMP)
 
@@ -82,6 +82,16 @@ loadtest: setup
 # The five scenarios x 3 repeats, measured on the MP4s: JSON per run + summary in evaluator/outputs/.
 eval: setup
 	$(BIN)/python -m evaluator run --scenarios all --repeats 3
+
+# docker compose's secrets: a .env (gitignored) with a random TURN secret and session signing key, once.
+compose-env:
+	@[ -f .env ] || { printf 'TURN_SECRET=%s\nSIGNALING_SECRET=%s\n' \
+	  "$$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')" \
+	  "$$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')" > .env && chmod 600 .env && echo "wrote .env"; }
+
+# A month on Cloud Run for 50 / 200 / 1000 ten-minute sessions (README's cost table).
+cost: setup
+	$(BIN)/avatar cost --table 50 200 1000
 
 clean:
 	rm -rf $(OUT) .pytest_cache .ruff_cache

@@ -42,6 +42,8 @@ def deployment_options(settings: Settings, name: str) -> dict[str, Any]:
         "max_queued_requests": limits.max_queued_requests,
         "health_check_period_s": serve.health_check_period_s,
         "health_check_timeout_s": serve.health_check_timeout_s,
+        # A replica being stopped (SIGTERM, scale-in) finishes its calls for at most this long.
+        "graceful_shutdown_timeout_s": serve.drain_timeout_s,
     }
 
 

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,9 +106,10 @@ def chat_example(base_url: str) -> str:
 
 
 @contextlib.contextmanager
-def running(config: dict[str, Any]) -> Iterator[str]:
+def running(config: dict[str, Any], object_store_mb: int | None = None) -> Iterator[str]:
     """Start the config's apps with Ray Serve (a local Ray unless RAY_ADDRESS names a cluster), yield
-    the base URL once they are deployed, and shut down what was started."""
+    the base URL once they are deployed, and shut down what was started. ``object_store_mb`` sizes a
+    local Ray's object store (it must fit in /dev/shm in a container)."""
     import ray
     from ray import serve
 
@@ -117,7 +118,10 @@ def running(config: dict[str, Any]) -> Iterator[str]:
         # Serve's proxy bounds client request ids before its access log and response echo them.
         os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)
         address = os.environ.get("RAY_ADDRESS")
-        ray.init(address=address) if address else ray.init(**LOCAL_RAY)
+        local = dict(LOCAL_RAY)
+        if object_store_mb:
+            local["object_store_memory"] = object_store_mb * 1024 * 1024
+        ray.init(address=address) if address else ray.init(**local)
     http = config.get("http_options", {})
     try:
         serve.start(http_options=http, proxy_location=config.get("proxy_location", "HeadOnly"))
@@ -132,11 +136,36 @@ def running(config: dict[str, Any]) -> Iterator[str]:
             ray.shutdown()
 
 
-def serve_forever(config: dict[str, Any]) -> None:
+def bounded(work: Callable[[], object], timeout_s: float, on_overrun: Callable[[], object]) -> bool:
+    """Run ``work`` in a daemon thread; True if it finished within ``timeout_s``, else call
+    ``on_overrun`` (which exits the process in ``serve_forever``) and return False."""
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            work()
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="drain", daemon=True).start()
+    if done.wait(timeout_s):
+        return True
+    on_overrun()
+    return False
+
+
+def _exit_now() -> None:
+    print("drain timeout: exiting with calls still in flight", file=sys.stderr, flush=True)
+    os._exit(0)
+
+
+def serve_forever(config: dict[str, Any], object_store_mb: int | None = None,
+                  drain_timeout_s: float = 8.0) -> None:
     print("starting Ray Serve and the deployments (the first start loads the models)...", file=sys.stderr,
           flush=True)
     started = time.perf_counter()
-    with running(config) as base_url:
+    with contextlib.ExitStack() as stack:
+        base_url = stack.enter_context(running(config, object_store_mb))
         print(f"serving on {base_url} (ready in {time.perf_counter() - started:.0f} s); "
               f"API docs: {base_url}/docs")
         print(f"render an MP4:\n  {curl_example(base_url)}")
@@ -145,15 +174,24 @@ def serve_forever(config: dict[str, Any]) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         stop.wait()
-        print("shutting down...", file=sys.stderr)
+        # SIGTERM (Cloud Run scaling in, docker stop): Serve lets replicas finish the calls in flight
+        # (graceful_shutdown_timeout_s), but never past drain_timeout_s: Cloud Run kills at 10 s anyway.
+        print(f"shutting down (calls in flight get {drain_timeout_s:g} s)...", file=sys.stderr, flush=True)
+        bounded(stack.close, drain_timeout_s, _exit_now)
 
 
-def main(profile: str, config_path: Path | None, print_config: bool, port: int | None = None) -> int:
+def main(profile: str, config_path: Path | None, print_config: bool, port: int | None = None,
+         host: str | None = None) -> int:
     config = resolve(profile, config_path or SERVE_CONFIG)
     if port is not None:
         config.setdefault("http_options", {})["port"] = port
+    if host is not None:
+        config.setdefault("http_options", {})["host"] = host
     if print_config:
         print(yaml.safe_dump(config, sort_keys=False), end="")
         return 0
-    serve_forever(config)
+    from realtime_avatar.config import Settings
+
+    serving = Settings(profile=profile).serve
+    serve_forever(config, serving.object_store_mb, serving.drain_timeout_s)
     return 0

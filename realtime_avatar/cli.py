@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--profile", default=None, help="cpu or l4 (default: AVATAR_PROFILE, else cpu)")
     serve.add_argument("--config", type=Path, help="another file shaped like serve_config.yaml")
     serve.add_argument("--port", type=int, help="HTTP port (default: the profile's http_options.port)")
+    serve.add_argument("--host", help="HTTP interface (default: the profile's http_options.host; 0.0.0.0 in "
+                                      "a container)")
     serve.add_argument("--print-config", action="store_true",
                        help="print the resolved Serve config (for `serve deploy`) instead of running")
     _add_models_parser(commands)
@@ -132,7 +134,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     profile = args.profile or os.environ.get("AVATAR_PROFILE", "cpu")
     try:
-        return launch.main(profile, args.config, args.print_config, args.port)
+        return launch.main(profile, args.config, args.print_config, args.port, args.host)
     except ValueError as exc:
         print(f"error [bad_config]: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -33,4 +33,9 @@ fi
 .venv/bin/python -m pip install -q -e '.[dev]'
 # The signaling service's own small set (already in the project's; kept in step for its container).
 .venv/bin/python -m pip install -q -r signaling/requirements.txt
-echo "setup: done (.venv)"
+# checkov (the Terraform scan in tests/test_deploy.py) in its own venv: its pins (packaging<24,
+# networkx<2.7, tabulate<0.10, boto3==...) conflict with the project's newer versions.
+[ -x .venv-checkov/bin/python ] || "$PYTHON" -m venv .venv-checkov
+.venv-checkov/bin/python -m pip install -q --upgrade pip
+.venv-checkov/bin/python -m pip install -q -r infra/requirements-checkov.txt
+echo "setup: done (.venv, .venv-checkov)"

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from . import gcp_auth
 from .logs import event
 
 log = logging.getLogger("signaling.runtime")
@@ -42,9 +43,11 @@ class Runtime:
         self.base_url = base_url.rstrip("/")
         self.wake_timeout_s = wake_timeout_s
         self.clock = clock
+        # A private Cloud Run runtime takes only requests with an ID token (SIGNALING_RUNTIME_AUTH).
+        self.auth = gcp_auth.from_env(self.base_url)
         # The read timeout bounds the silence between two chunks of a reply, not the reply itself.
         self.http = httpx.AsyncClient(
-            base_url=self.base_url, transport=transport, trust_env=False,
+            base_url=self.base_url, transport=transport, trust_env=False, auth=self.auth,
             timeout=httpx.Timeout(connect=5.0, read=stream_idle_timeout_s, write=10.0, pool=5.0),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=32),
             headers={"Accept-Encoding": "identity"},  # bytes pass through as the runtime wrote them
@@ -61,6 +64,8 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._wake
         await self.http.aclose()
+        if self.auth is not None:
+            await self.auth.aclose()
 
     def mark_ready(self) -> None:
         self._ready_until = self.clock() + READY_TRUST_S
