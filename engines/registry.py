@@ -14,6 +14,7 @@ ALIASES: dict[str, dict[str, str]] = {
     "asr": {"faster-whisper": "engines.asr.whisper:WhisperASR"},
     "tts": {"bundled": "engines.tts.bundled:BundledTTS", "xtts-v2": "engines.tts.xtts:XTTSEngine"},
     "motion": {"audio-driven": "engines.motion.generator:MotionGenerator"},
+    "vad": {"silero": "engines.vad.silero:SileroVAD"},
     "avatar": {
         "lite": "engines.avatar.lite:LiteRenderer",
         "liveportrait": "engines.avatar.liveportrait.engine:LivePortraitRenderer",

@@ -1,4 +1,5 @@
-"""The avatar app: Ingress -> Conversation -> {LLM, TTS, Avatar}, plus ASR; Avatar pulls audio from TTS.
+"""The avatar app: Ingress -> Conversation -> {LLM, TTS, Avatar}, plus ASR; Avatar pulls audio from TTS;
+Realtime (the WebRTC calls) -> {ASR, Conversation, Avatar}.
 
 ``serve_config.yaml`` names ``graphs.avatar_app:build_app`` with ``args: {profile: ...}``. The model
 stages and their order come from ``Settings.stages``; each stage's deployment names the stages it
@@ -18,6 +19,7 @@ from deployments.avatar import AvatarDeployment
 from deployments.conversation import ConversationDeployment
 from deployments.ingress import Ingress
 from deployments.llm import LLMDeployment
+from deployments.realtime import RealtimeDeployment
 from deployments.tts import TTSDeployment
 from realtime_avatar.config import Settings
 
@@ -91,4 +93,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         bound[stage] = _bind_stage(settings, stage, config, bound)
     conversation = ConversationDeployment.options(**deployment_options(settings, "conversation"))
     bound["conversation"] = conversation.bind(config, *(bound[n] for n in _needs(ConversationDeployment)))
+    realtime = RealtimeDeployment.options(**deployment_options(settings, "realtime"))
+    bound["realtime"] = realtime.bind(config, *(bound[n] for n in _needs(RealtimeDeployment)),
+                                      bound["conversation"])
     return Ingress.options(**deployment_options(settings, "ingress")).bind(config, bound)

@@ -13,6 +13,7 @@ import numpy as np
 
 from engines.errors import InputError
 from engines.motion.features import DEFAULT_WINDOW_S, FrameAnalyzer, FrameFeatures
+from engines.motion.idle import IdleLoop
 from engines.motion.procedural import BlinkScheduler, Breather, SmoothNoise, smoothing_coefficient
 from engines.motion.track import MotionTrack
 
@@ -29,6 +30,11 @@ class MotionGenerator:
     slower release. Width follows the F2/F1 band balance of voiced frames.
     Head angles are smooth noise whose amplitude grows with a slow speech-activity envelope, plus a
     small nod on emphasis; blinks and breaths are random but seeded.
+
+    With ``base`` (an :class:`IdleLoop`), blinks, breath and the idle head motion come from that loop at
+    frames ``start_frame`` onwards, and speech adds its mouth, the extra head motion and the nods on
+    top: the first frame equals the loop's frame there, and ``settle`` fades back onto the loop, so a
+    realtime call switches between cached idle frames and speech without a jump.
     """
 
     def __init__(
@@ -61,6 +67,8 @@ class MotionGenerator:
         head_components: int = 4,
         nod_deg: float = 2.0,
         breath_rate_hz: Sequence[float] = (0.2, 0.3),
+        base: IdleLoop | None = None,
+        start_frame: int = 0,
     ) -> None:
         if fps <= 0:
             raise InputError(f"fps must be positive, got {fps}")
@@ -98,6 +106,7 @@ class MotionGenerator:
             SmoothNoise(rng, components=head_components, freq_range_hz=_pair(head_freq_hz))
             for rng in (yaw_rng, pitch_rng, roll_rng)
         ]
+        self._base, self._start_frame = base, int(start_frame)
         self._frame = 0
         self._peak_db = peak_floor_db
         self._open = 0.0
@@ -124,11 +133,17 @@ class MotionGenerator:
         """
         if n_frames < 0:
             raise InputError(f"n_frames must be >= 0, got {n_frames}")
-        silence = np.full(n_frames, _SILENCE_DB, np.float32)
-        zeros = np.zeros(n_frames, np.float32)
-        return self._animate(FrameFeatures(level_db=silence, tilt_db=zeros, voicing=zeros))
+        return self._animate(_silence(n_frames))
 
-    def _animate(self, features: FrameFeatures) -> MotionTrack:
+    def settle(self, n_frames: int) -> MotionTrack:
+        """``n_frames`` of silence that fade the mouth and every speech addition out, ending exactly on
+        the idle motion (on the base loop's frame, with a ``base``)."""
+        if n_frames < 0:
+            raise InputError(f"n_frames must be >= 0, got {n_frames}")
+        fade = np.linspace(1.0, 0.0, n_frames + 1)[1:]
+        return self._animate(_silence(n_frames), fade)
+
+    def _animate(self, features: FrameFeatures, fade: np.ndarray | None = None) -> MotionTrack:
         n = len(features)
         out = np.zeros((6, n), np.float64)  # mouth_open, mouth_width, blink, breath, activity, emphasis
         for i in range(n):
@@ -136,17 +151,30 @@ class MotionGenerator:
                 float(features.level_db[i]), float(features.tilt_db[i]), float(features.voicing[i])
             )
         mouth_open, mouth_width, blink, breath, activity, emphasis = out
+        if fade is not None:
+            mouth_open, mouth_width, activity, emphasis = (v * fade for v in
+                                                           (mouth_open, mouth_width, activity, emphasis))
         seconds = (self._frame + np.arange(n)) / self.fps
+        base = self._base.track(self._start_frame + self._frame, n) if self._base is not None else None
         self._frame += n
         angles = []
         for axis, noise in enumerate(self._head_noise):
-            amplitude = self._head_idle[axis] + (self._head_speaking[axis] - self._head_idle[axis]) * activity
+            if base is None:
+                extra = self._head_speaking[axis] - self._head_idle[axis]
+                amplitude = self._head_idle[axis] + extra * activity
+            else:  # the loop carries the idle share; speech adds only its own
+                amplitude = (self._head_speaking[axis] - self._head_idle[axis]) * activity
             angle = noise(seconds) * amplitude
             if axis == 1:  # emphasis dips the chin a little, as speakers do on stressed syllables
                 angle = angle + self._nod_deg * emphasis
             limit = self._head_limit[axis]
-            angles.append(limit * np.tanh(angle / limit))  # soft bound: stays smooth at the limit
+            angle = limit * np.tanh(angle / limit)  # soft bound: stays smooth at the limit
+            if base is not None:  # the loop's own angles are small: bound only what speech adds
+                angle = angle + getattr(base, ("yaw", "pitch", "roll")[axis])
+            angles.append(angle)
         yaw, pitch, roll = angles
+        if base is not None:
+            blink, breath = base.blink, base.breath
         return MotionTrack(
             self.fps, mouth_open=mouth_open, mouth_width=mouth_width, blink=blink,
             yaw=yaw, pitch=pitch, roll=roll, breath=breath,
@@ -170,6 +198,11 @@ class MotionGenerator:
         self._emphasis += self._emphasis_rate * (self._open - self._emphasis)
         emphasis = max(0.0, self._emphasis - self._activity)
         return self._open, self._width, self._blinks.step(), self._breather.step(), self._activity, emphasis
+
+
+def _silence(n_frames: int) -> FrameFeatures:
+    zeros = np.zeros(n_frames, np.float32)
+    return FrameFeatures(level_db=np.full(n_frames, _SILENCE_DB, np.float32), tilt_db=zeros, voicing=zeros)
 
 
 def _pair(values: Sequence[float]) -> tuple[float, float]:

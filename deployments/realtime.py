@@ -1,0 +1,255 @@
+"""Realtime deployment: owns the calls' WebRTC peer connections and drives the stages for each call.
+
+One replica (a call lives where its offer was answered). Media never passes through Serve: aiortc sends
+and receives RTP from this process, while the turn-taking in ``realtime_avatar.rtc.call`` reaches ASR, the
+conversation (LLM, history) and the avatar stage (TTS + frames on the idle loop) through handles. A call
+ends when the peer hangs up or vanishes, at its time or idle limit, or on DELETE; everything it ran is
+cancelled and its slot freed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+import numpy as np
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from deployments.common import cancel_stream, settings_from
+from engines import registry
+from engines.errors import InputError
+from engines.tts.text import normalize_language
+from realtime_avatar import logs
+from realtime_avatar.conversation import CapacityError
+from realtime_avatar.logs import event
+from realtime_avatar.rtc import peer
+from realtime_avatar.rtc.call import Call
+from realtime_avatar.rtc.media import MediaClock, make_tracks
+from realtime_avatar.rtc.protocol import CALL_STARTED, EVENTS_CHANNEL, HANGUP, decode
+
+log = logging.getLogger("realtime_avatar.rtc")
+SWEEP_S = 0.5
+
+
+class CallNotFoundError(InputError):
+    code = "call_not_found"
+    status = 404
+
+
+class TooManyCallsError(CapacityError):
+    code = "too_many_calls"
+
+
+class _Stages:
+    """The handles a call needs, as the plain async calls ``Call`` expects."""
+
+    def __init__(self, asr: DeploymentHandle, conversation: DeploymentHandle, avatar: DeploymentHandle,
+                 session_id: str, voice_id: str | None, avatar_id: str | None, request_id: str) -> None:
+        self.asr, self.session_id, self.request_id = asr, session_id, request_id
+        self.conversation = conversation.options(stream=True)
+        self.avatar = avatar.options(stream=True)
+        self.voice_id, self.avatar_id = voice_id, avatar_id
+
+    async def transcribe(self, wav: bytes, language: str | None) -> dict[str, Any]:
+        return await self.asr.transcribe.remote(wav, language, request_id=self.request_id)
+
+    async def talk(self, text: str, language: str) -> AsyncIterator[dict[str, Any]]:
+        stream = self.conversation.talk.remote(self.session_id, text, language, request_id=self.request_id)
+        try:
+            async for item in stream:
+                yield item
+        finally:
+            cancel_stream(stream)
+
+    async def speak(self, text: str, language: str, start_frame: int) -> AsyncIterator[Any]:
+        stream = self.avatar.speak.remote(text, language, self.voice_id, self.avatar_id, start_frame,
+                                          request_id=self.request_id)
+        try:
+            async for part in stream:
+                yield part
+        finally:
+            cancel_stream(stream)
+
+
+class _Live:
+    """A call and what it runs besides the call logic: its peer connection and the mic reader."""
+
+    def __init__(self, call: Call, pc: Any) -> None:
+        self.call, self.pc = call, pc
+        self.reader: asyncio.Task[None] | None = None
+        self.ending: asyncio.Future[None] | None = None
+        self.closing = False
+
+
+@serve.deployment(name="Realtime")
+class RealtimeDeployment:
+    needs: ClassVar[tuple[str, ...]] = ("asr", "avatar")
+
+    def __init__(self, config: dict[str, Any], asr: DeploymentHandle, avatar: DeploymentHandle,
+                 conversation: DeploymentHandle) -> None:
+        self.settings = settings_from(config)
+        self.rt = self.settings.realtime
+        self.asr, self.avatar, self.conversation = asr, avatar, conversation
+        self.calls: dict[str, _Live] = {}
+        self._reserved = 0  # offers being answered count against the cap too
+        self._idle: dict[str | None, np.ndarray] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        # Fail at start, not in the middle of the first call.
+        registry.build("vad", self.settings.vad.name, self.settings.vad.options)
+
+    async def ready(self) -> dict[str, Any]:
+        return {"calls": len(self.calls), "max_calls": self.rt.max_calls,
+                "in_flight": sum(live.call.in_flight for live in self.calls.values())}
+
+    async def rtc_config(self) -> dict[str, Any]:
+        return {"ice_servers": [s.model_dump(exclude_none=True) for s in self.rt.ice_servers],
+                "max_calls": self.rt.max_calls}
+
+    async def offer(self, session_id: str, sdp: Any, kind: Any, language: str | None = "auto",
+                    request_id: str = "-") -> dict[str, Any]:
+        logs.request_id.set(request_id)
+        self._ensure_sweeper()
+        sdp = peer.check_offer(sdp, kind)
+        code = normalize_language(language)
+        session = await self.conversation.session_info.remote(session_id)  # 404 / 410 before any work
+        if len(self.calls) + self._reserved >= self.rt.max_calls:
+            raise TooManyCallsError(f"the avatar is already in {self.rt.max_calls} calls; try again soon")
+        self._reserved += 1
+        pc = None
+        try:
+            from aiortc import RTCPeerConnection
+
+            idle = await self._idle_frames(session.get("avatar_id"), request_id)
+            call_id = uuid.uuid4().hex
+            language = code if code != "auto" else (session.get("language") or "auto")
+            stages = _Stages(self.asr, self.conversation, self.avatar, session_id, session.get("voice_id"),
+                             session.get("avatar_id"), call_id)
+            channel: list[Any] = []
+
+            def send(text: str) -> None:
+                if channel and channel[0].readyState == "open":
+                    channel[0].send(text)
+
+            vad = registry.build("vad", self.settings.vad.name, self.settings.vad.options)
+            call = Call(call_id, session_id, language, self.rt, stages, vad, idle, self.settings.render.fps,
+                        send)
+            pc = RTCPeerConnection(peer.rtc_configuration(self.rt.ice_servers))
+            live = _Live(call, pc)
+            self._watch(live, channel)
+            audio, video = make_tracks(call.output, MediaClock())
+            answer = await peer.answer(pc, sdp, audio, video if peer.offers_video(sdp) else None)
+            self.calls[call_id] = live
+        except BaseException:
+            if pc is not None:
+                with contextlib.suppress(Exception):
+                    await pc.close()
+            raise
+        finally:
+            self._reserved -= 1
+        event(log, "call_started", call_id=call_id, session_id=session_id, language=language,
+              calls=len(self.calls))
+        return {"call_id": call_id, "session_id": session_id, "sdp": answer, "type": "answer",
+                "language": language}
+
+    def _watch(self, live: _Live, channel: list[Any]) -> None:
+        call, pc = live.call, live.pc
+
+        @pc.on("datachannel")
+        def on_datachannel(dc: Any) -> None:
+            if dc.label != EVENTS_CHANNEL:
+                return
+            channel[:] = [dc]
+
+            @dc.on("open")
+            def on_open() -> None:
+                call.emit(CALL_STARTED, call_id=call.call_id, session_id=call.session_id,
+                          language=call.language)
+                call.emit(call.state)
+
+            @dc.on("message")
+            def on_message(message: Any) -> None:
+                data = decode(message, self.rt.max_event_chars)
+                if data is not None and data["type"] == HANGUP:
+                    live.ending = asyncio.ensure_future(self._end(call.call_id, "hangup"))
+                else:
+                    call.on_message(message)
+
+            if dc.readyState == "open":
+                on_open()
+
+        @pc.on("track")
+        def on_track(track: Any) -> None:
+            if track.kind == "audio" and live.reader is None:
+                live.reader = asyncio.ensure_future(call.consume(track))
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                await self._end(call.call_id, "peer_gone" if pc.connectionState == "failed" else "closed")
+
+    async def _idle_frames(self, avatar_id: str | None, request_id: str) -> np.ndarray:
+        frames = self._idle.get(avatar_id)
+        if frames is None:
+            loop = await self.avatar.idle_loop.remote(avatar_id, request_id=request_id)
+            frames = self._idle[avatar_id] = loop["frames"]
+            while len(self._idle) > 4:
+                self._idle.pop(next(iter(self._idle)))
+        return frames
+
+    async def call_info(self, call_id: str) -> dict[str, Any]:
+        live = self._live(call_id)
+        call = live.call
+        return {"call_id": call_id, "session_id": call.session_id, "state": call.state, "turns": call.turns,
+                "language": call.language, "connection": live.pc.connectionState,
+                "seconds": round(time.monotonic() - call.started, 1), "stalls": call.output.stalls,
+                "in_flight": call.in_flight}
+
+    async def hang_up(self, call_id: str, request_id: str = "-") -> dict[str, Any]:
+        logs.request_id.set(request_id)
+        live = self._live(call_id)
+        await self._end(call_id, "hangup")
+        return {"call_id": call_id, "ended": True, "turns": live.call.turns}
+
+    def _live(self, call_id: str) -> _Live:
+        live = self.calls.get(call_id)
+        if live is None:
+            raise CallNotFoundError(f"no call {call_id[:64]!r} (it ended, or never began)")
+        return live
+
+    async def _end(self, call_id: str, reason: str) -> None:
+        live = self.calls.get(call_id)
+        if live is None or live.closing:
+            return
+        live.closing = True
+        await live.call.close(reason)
+        if live.reader is not None:
+            live.reader.cancel()
+            with contextlib.suppress(BaseException):
+                await live.reader
+        with contextlib.suppress(Exception):
+            await live.pc.close()
+        self.calls.pop(call_id, None)
+        event(log, "call_ended", call_id=call_id, session_id=live.call.session_id, reason=reason,
+              turns=live.call.turns, calls=len(self.calls))
+
+    def _ensure_sweeper(self) -> None:
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.create_task(self._sweep_forever())
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            now = time.monotonic()
+            for call_id, live in list(self.calls.items()):
+                reason = live.call.expired(now)
+                if reason:
+                    await self._end(call_id, reason)
+
+    async def check_health(self) -> None:
+        self._ensure_sweeper()
