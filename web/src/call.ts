@@ -142,7 +142,9 @@ export class Call {
     } catch (error) {
       if (call) call.hangup()
       else for (const track of mic.getTracks()) track.stop()
-      throw error
+      if (error instanceof ApiError || signal.aborted) throw error
+      // The browser refused a step (an answer it cannot take, a codec it lacks): a call that cannot start.
+      throw new ApiError(0, 'call_failed', error instanceof Error ? error.message : String(error))
     }
   }
 

@@ -57,6 +57,7 @@ const en = {
   'error.too_many_calls': 'The avatar is on too many calls right now. Please try again in {s} s.',
   'error.call_refused': 'The avatar couldn’t take a call from this browser.',
   'error.call_ended': 'The call ended.',
+  'error.call_failed': 'The call could not be set up in this browser.',
   'error.no_media': 'The call is connected, but the avatar’s video isn’t arriving.',
 }
 
@@ -115,6 +116,7 @@ const zh: Strings = {
   'error.too_many_calls': '数字人正在进行的通话太多了，请 {s} 秒后再试。',
   'error.call_refused': '数字人无法接通来自这个浏览器的通话。',
   'error.call_ended': '通话已结束。',
+  'error.call_failed': '无法在这个浏览器中建立通话。',
   'error.no_media': '通话已接通，但没有收到数字人的视频。',
 }
 
@@ -171,6 +173,7 @@ const es: Strings = {
   'error.too_many_calls': 'El avatar está en demasiadas llamadas ahora. Inténtalo de nuevo en {s} s.',
   'error.call_refused': 'El avatar no pudo aceptar una llamada desde este navegador.',
   'error.call_ended': 'La llamada terminó.',
+  'error.call_failed': 'No se pudo establecer la llamada en este navegador.',
   'error.no_media': 'La llamada está conectada, pero el vídeo del avatar no llega.',
 }
 
