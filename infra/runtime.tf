@@ -48,6 +48,16 @@ resource "google_cloud_run_v2_service" "runtime" {
         name  = "AVATAR_STORE__BUCKET"
         value = google_storage_bucket.assets.name
       }
+      # Compilation at start (vLLM's CUDA graphs + torch.compile, LivePortrait's torch.compile) would add
+      # tens of seconds to every cold start; see README "cold start".
+      env {
+        name  = "AVATAR_LLM__OPTIONS__ENFORCE_EAGER"
+        value = var.fast_cold_start ? "true" : "false"
+      }
+      env {
+        name  = "AVATAR_AVATAR__OPTIONS__COMPILE"
+        value = var.fast_cold_start ? "false" : "true"
+      }
       # TURN for the runtime's side of a call (names owned by the realtime issue): the relay and its secret.
       env {
         name  = "AVATAR_RTC_TURN_URLS"

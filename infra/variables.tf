@@ -126,3 +126,9 @@ variable "turn_machine_type" {
   type        = string
   default     = "e2-micro"
 }
+
+variable "fast_cold_start" {
+  description = "Keep compilation off the cold path (vLLM enforce_eager, LivePortrait without torch.compile): the cold start meets ~45 s on paper, steady-state decoding and rendering are somewhat slower (README: cold start)."
+  type        = bool
+  default     = true
+}
