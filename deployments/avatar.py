@@ -19,12 +19,13 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.common import StageDeployment, cancel_stream
 from realtime_avatar.encoding import Container, MediaPart
-from realtime_avatar.stages import Animation
+from realtime_avatar.stages import Animation, RenderedChunk
 
 
 @serve.deployment(name="Avatar")
 class AvatarDeployment(StageDeployment):
     needs: ClassVar[tuple[str, ...]] = ("tts",)
+    stage_name: ClassVar[str] = "avatar"
 
     def __init__(self, config: dict[str, Any], tts: DeploymentHandle) -> None:
         self._start(config, Animation)
@@ -36,6 +37,9 @@ class AvatarDeployment(StageDeployment):
     async def prepare_avatar(self, image: bytes, request_id: str = "-") -> dict[str, Any]:
         return await self.health.call(request_id, self.stage.prepare_avatar, image)
 
+    async def delete_avatar(self, avatar_id: str, request_id: str = "-") -> dict[str, Any]:
+        return await self.health.call(request_id, self.stage.delete_avatar, avatar_id)
+
     async def render(
         self, text: str, language: str, voice_id: str | None, avatar_id: str | None, request_id: str = "-",
         container: Container = "fmp4", cache: bool = False,
@@ -45,15 +49,18 @@ class AvatarDeployment(StageDeployment):
         ``cache``: look the clip up by its content key first, and store it when complete (the persona's
         fixed lines only; the conversation decides).
         """
+        deadline = self.health.deadline()
         portrait = await self.health.call(request_id, self.stage.portrait, avatar_id)  # 404 before any TTS
         key = self.stage.clip_key(text, language, voice_id, avatar_id) if cache else None
         if key is not None and (stored := await self.health.call(request_id, self.stage.clips.get, key)):
             yield MediaPart(stored, text, language, 0.0, 0.0, 0, 0)
             return
-        with self.health.busy(), tempfile.TemporaryDirectory(prefix="render-") as tmp:
+        admitted = self.health.admit(self.stage.text_cost(text, language))
+        with admitted, self.health.busy(), tempfile.TemporaryDirectory(prefix="render-") as tmp:
             path = Path(tmp) / "render.mp4" if container == "mp4" else None
             clip = bytearray()
-            async for part in self._render(text, language, voice_id, portrait, container, path, request_id):
+            async for part in self._render(text, language, voice_id, portrait, container, path, request_id,
+                                           deadline):
                 clip += part.data
                 yield part
             if path is not None:  # a whole MP4: its bytes exist once the file is complete
@@ -63,21 +70,48 @@ class AvatarDeployment(StageDeployment):
             if key is not None:
                 await self.health.call(request_id, self.stage.clips.put, key, bytes(clip))
 
+    async def idle_loop(self, avatar_id: str | None, request_id: str = "-") -> dict[str, Any]:
+        """The avatar's cached idle animation for realtime calls: ``frames`` [N, size, size, 3] uint8."""
+        portrait = await self.health.call(request_id, self.stage.portrait, avatar_id)
+        frames = await self.health.call(request_id, self.stage.idle_frames, portrait)
+        return {"frames": frames, "fps": self.settings.render.fps}
+
+    async def speak(
+        self, text: str, language: str, voice_id: str | None, avatar_id: str | None, start_frame: int,
+        request_id: str = "-",
+    ) -> AsyncIterator[RenderedChunk]:
+        """Raw parts (audio + frames) of ``text`` for a realtime call, the motion laid on the idle loop
+        from loop frame ``start_frame``; the realtime deployment encodes them for WebRTC itself."""
+        portrait = await self.health.call(request_id, self.stage.portrait, avatar_id)
+        chunks = self.tts.stream.remote(text, language, voice_id, request_id=request_id)
+        animator = None
+        try:
+            with self.health.busy():
+                async for chunk in chunks:
+                    if animator is None:
+                        animator = self.stage.speech_animator(portrait, chunk.sample_rate, start_frame)
+                    async for part in self.health.iterate(request_id, animator.feed(chunk)):
+                        yield part
+                if animator is not None and (tail := await self.health.call(request_id, animator.finish)):
+                    yield tail
+        finally:
+            cancel_stream(chunks)
+
     async def _render(
         self, text: str, language: str, voice_id: str | None, portrait: Any, container: Container,
-        path: Path | None, request_id: str,
+        path: Path | None, request_id: str, deadline: float | None = None,
     ) -> AsyncIterator[MediaPart]:
         chunks = self.tts.stream.remote(text, language, voice_id, request_id=request_id)
         utterance = None
         try:
-            async for chunk in chunks:
+            async for chunk in self.health.within(deadline, chunks):
                 if utterance is None:
                     utterance = self.stage.utterance(portrait, chunk.sample_rate, container, path,
                                                      part_seconds=self.settings.render.part_seconds)
-                async for part in self.health.iterate(request_id, utterance.feed(chunk)):
+                async for part in self.health.iterate(request_id, utterance.feed(chunk), deadline):
                     yield part
             if utterance is not None:
-                yield await self.health.call(request_id, utterance.finish)
+                yield await self.health.call(request_id, utterance.finish, deadline=deadline)
                 utterance = None
         finally:
             cancel_stream(chunks)  # a consumer that left, or a failure: TTS stops too

@@ -117,6 +117,19 @@ class ConversationDeployment:
         async for item in self._run(session, self._reply(session, message, reply_language, request_id)):
             yield item
 
+    async def talk(
+        self, session_id: str, text: str, language: str | None = "auto", request_id: str = "-"
+    ) -> AsyncIterator[dict[str, Any]]:
+        """A reply for a realtime call: the events of ``chat`` with a ``sentence`` event for each sentence
+        in place of its clip (the realtime deployment renders and streams the media itself)."""
+        logs.request_id.set(request_id)
+        session = self.sessions.get(session_id)
+        message = check_message(text, self.chat_settings)
+        reply_language = self._reply_language(session, message, language)
+        producer = self._reply(session, message, reply_language, request_id, render=False)
+        async for item in self._run(session, producer):
+            yield item
+
     async def greeting(self, session_id: str, request_id: str = "-") -> AsyncIterator[dict[str, Any]]:
         """The persona's greeting in the session's language: a fixed line, so its clip is cached."""
         logs.request_id.set(request_id)
@@ -152,9 +165,11 @@ class ConversationDeployment:
         detected, confidence = self.detector.detect(message)
         return detected if detected and confidence >= 0.5 else "en"
 
-    def _reply(self, session: Session, message: str, language: str, request_id: str) -> Any:
+    def _reply(
+        self, session: Session, message: str, language: str, request_id: str, render: bool = True
+    ) -> Any:
         async def produce(queue: asyncio.Queue[Any]) -> None:
-            await self._produce(queue, session, message, language, request_id)
+            await self._produce(queue, session, message, language, request_id, render)
         return produce
 
     def _fixed_line(self, session: Session, text: str, language: str, request_id: str) -> Any:
@@ -181,7 +196,8 @@ class ConversationDeployment:
         return produce
 
     async def _produce(
-        self, queue: asyncio.Queue[Any], session: Session, message: str, language: str, request_id: str
+        self, queue: asyncio.Queue[Any], session: Session, message: str, language: str, request_id: str,
+        render: bool = True,
     ) -> None:
         logs.request_id.set(request_id)
         started = time.perf_counter()
@@ -196,8 +212,9 @@ class ConversationDeployment:
             params = {"max_tokens": self.chat_settings.reply_max_tokens,
                       "temperature": self.chat_settings.temperature, "top_p": self.chat_settings.top_p}
             stream = self.llm.options(stream=True).stream_chat.remote(messages, params, request_id=request_id)
-            speaking = asyncio.create_task(self._speak(sentences, queue, session, language, request_id,
-                                                       timings=timings, started=started))
+            speaking = asyncio.create_task(
+                self._speak(sentences, queue, session, language, request_id, timings=timings, started=started)
+                if render else _forward(sentences, queue, language))
             finish, failure = await self._drain_llm(stream, planner, sentences, queue, session, language,
                                                     timings, started)
             for sentence in planner.flush(cut=finish == "length" or failure is not None):
@@ -309,6 +326,17 @@ class ConversationDeployment:
 
     async def _max_chars(self, language: str) -> int:
         return int(await self.tts.max_chars.remote(language))
+
+
+async def _forward(
+    sentences: asyncio.Queue[str | None], queue: asyncio.Queue[Any], language: str
+) -> tuple[int, float]:
+    """Sentences as events, for a caller that renders them itself (a realtime call)."""
+    index = 0
+    while (sentence := await sentences.get()) is not None:
+        queue.put_nowait({"type": "sentence", "index": index, "text": sentence, "language": language})
+        index += 1
+    return index, 0.0
 
 
 def _running(task: Any) -> bool:

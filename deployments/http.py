@@ -19,6 +19,8 @@ from ray.serve.exceptions import BackPressureError, RayServeException
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
+from deployments.common import StageBusyError, StageTimeoutError
+from deployments.edge import MULTIPART_SLACK_BYTES, UPLOAD_PATHS, access_problem
 from deployments.request_ids import request_id_from
 from engines.errors import InputError, ModelUnavailableError, public_message
 from realtime_avatar import logs
@@ -31,9 +33,8 @@ log = logging.getLogger("realtime_avatar.api")
 DEFAULT_RETRY_AFTER_S = 2.0
 DEFAULT_MAX_JSON_BYTES = 65_536
 MAX_JSON_DEPTH = 32
-# Routes whose body is an upload (their own limit, limits.max_upload_bytes, in read_upload); every other
-# request body is JSON and capped at limits.max_json_bytes before anything parses it.
-UPLOAD_PATHS = ("/v1/voices", "/v1/avatars", "/v1/asr")
+# UPLOAD_PATHS (deployments.edge): routes whose body is an upload (their own limit, limits.max_upload_bytes,
+# in read_upload); every other request body is JSON and capped at limits.max_json_bytes before parsing.
 
 
 class ApiError(Exception):
@@ -71,8 +72,10 @@ def to_api_error(exc: BaseException, retry_after_s: float) -> ApiError:
         seconds = exc.retry_after_s if exc.retry_after_s is not None else retry_after_s
         return ApiError(503, "overloaded", "the server is at capacity; retry later",
                         {"Retry-After": str(max(1, round(seconds)))})
-    if isinstance(exc, ModelUnavailableError | StoreUnavailableError | CapacityError):
+    if isinstance(exc, ModelUnavailableError | StoreUnavailableError | CapacityError | StageBusyError):
         return ApiError(503, exc.code, public_message(str(exc)), retry)
+    if isinstance(exc, StageTimeoutError):
+        return ApiError(504, exc.code, public_message(str(exc)))
     if isinstance(exc, RayError | RayServeException):
         # A replica died or is restarting (Serve replaces it): this request is lost, the next may not be.
         event(log, "stage_unavailable", level=logging.WARNING, error=type(exc).__name__)
@@ -200,6 +203,11 @@ def install_error_handlers(app: FastAPI) -> None:
         # it to the client), and every exception a route raises becomes its JSON error here.
         request.state.request_id = request_id_from(request.headers.get("x-request-id"))
         logs.request_id.set(request.state.request_id)
+        # The proxy's edge guard checks this first; checked again here for an app served without it.
+        settings = getattr(app.state, "settings", None)
+        problem = settings and access_problem(request.url.path, dict(request.headers), settings)
+        if problem:
+            return error_response(problem.status, problem.code, problem.message, problem.headers)
         try:
             return await call_next(request)
         except Exception as exc:
@@ -222,12 +230,12 @@ async def read_upload(request: Request, accepted: tuple[str, ...], limit: int, w
     whole; a type outside ``accepted`` (e.g. ``("audio/*", "video/webm")``) is refused with 415.
     """
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + 64_000:  # multipart framing slack
+    if declared and declared.isdigit() and int(declared) > limit + MULTIPART_SLACK_BYTES:
         raise UploadTooLargeError(f"the {what} upload is larger than {limit} bytes")
     body = bytearray()
     async for part in request.stream():
         body += part
-        if len(body) > limit + 64_000:
+        if len(body) > limit + MULTIPART_SLACK_BYTES:
             raise UploadTooLargeError(f"the {what} upload is larger than {limit} bytes")
     media_type = _media_type(request.headers.get("content-type", ""))
     if media_type == "multipart/form-data":

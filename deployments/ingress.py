@@ -18,7 +18,7 @@ from typing import Annotated, Any, TypeVar
 import numpy as np
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, BeforeValidator, Field
+from pydantic import BaseModel, BeforeValidator, Field, StrictBool
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
@@ -62,7 +62,8 @@ class SpeakRequest(BaseModel):
 
 class RenderRequest(SpeakRequest):
     avatar_id: str | None = Field(None, description="from POST /v1/avatars; default: the bundled portrait")
-    stream: bool = Field(False, description="fragmented MP4, sent fragment by fragment as it renders")
+    # Strict: JSON true/false only ("true" or 1 is a 422 invalid_request, never read as a boolean).
+    stream: StrictBool = Field(False, description="fragmented MP4, sent fragment by fragment as it renders")
 
 
 class SessionRequest(BaseModel):
@@ -91,6 +92,13 @@ class ChatRequest(BaseModel):
     session_id: str = Field(description="from POST /v1/chat/sessions")
     text: str = Field(description="the visitor's message", examples=["¿Qué haces en tu trabajo?"])
     language: Language = Field("auto", description="en, zh, es, or auto (the message's language)")
+
+
+class OfferRequest(BaseModel):
+    session_id: str = Field(description="from POST /v1/chat/sessions: the call continues that conversation")
+    sdp: str = Field(description="the browser's SDP offer, ICE candidates included (no trickle)")
+    type: str = Field("offer", description='"offer"')
+    language: Language = Field("auto", description="en, zh, es, or auto (each turn's spoken language)")
 
 
 NDJSON = "application/x-ndjson"
@@ -135,6 +143,12 @@ class AvatarCreated(BaseModel):
     size: int
 
 
+class Deleted(BaseModel):
+    voice_id: str | None = None
+    avatar_id: str | None = None
+    deleted: bool
+
+
 class Transcription(BaseModel):
     text: str
     language: str
@@ -173,7 +187,9 @@ class Ingress:
         self.handles = handles
         self.asr, self.tts, self.avatar = handles["asr"], handles["tts"], handles["avatar"]
         self.conversation = handles["conversation"]
+        self.realtime = handles["realtime"]
         app.state.retry_after_s = self.settings.serve.retry_after_s
+        app.state.settings = self.settings  # the API key and allowed origins (deployments.edge)
         app.state.max_json_bytes = self.settings.limits.max_json_bytes
 
     def check_health(self) -> None:
@@ -217,6 +233,17 @@ class Ingress:
         rid = _request_id(request)
         data = await read_upload(request, IMAGE_TYPES, self.settings.limits.max_upload_bytes, "image")
         return await self._guard(self.avatar.prepare_avatar.remote(data, request_id=rid))
+
+    @app.delete("/v1/voices/{voice_id}", response_model=Deleted, response_model_exclude_none=True,
+                summary="delete a stored voice (its features, from every node's store)")
+    async def delete_voice(self, voice_id: str, request: Request) -> dict[str, Any]:
+        return await self._guard(self.tts.delete_voice.remote(voice_id, request_id=_request_id(request)))
+
+    @app.delete("/v1/avatars/{avatar_id}", response_model=Deleted, response_model_exclude_none=True,
+                summary="delete a stored avatar (face crop, landmarks, features, from every node's store)")
+    async def delete_avatar(self, avatar_id: str, request: Request) -> dict[str, Any]:
+        rid = _request_id(request)
+        return await self._guard(self.avatar.delete_avatar.remote(avatar_id, request_id=rid))
 
     @app.post("/v1/asr", response_model=Transcription, summary="speech (any audio container) -> text",
               openapi_extra=_upload_body(*AUDIO_TYPES))
@@ -309,6 +336,28 @@ class Ingress:
         events = self._guarded(self.conversation.options(stream=True).greeting.remote(session_id,
                                                                                       request_id=rid))
         return await self._event_stream(events, rid)
+
+    # --- realtime calls (WebRTC) ---------------------------------------------------------------------
+
+    @app.get("/v1/rtc/config", summary="ICE servers for a call's RTCPeerConnection, and the call cap")
+    async def rtc_config(self) -> dict[str, Any]:
+        return await self._guard(self.realtime.rtc_config.remote())
+
+    @app.post("/v1/rtc/offer", dependencies=[Depends(require_json)],
+              summary="start a voice call: SDP offer in, SDP answer out (events on the data channel)",
+              responses={400: {"description": "invalid_sdp or no_audio"},
+                         503: {"description": "too_many_calls (Retry-After)"}})
+    async def rtc_offer(self, body: OfferRequest, request: Request) -> dict[str, Any]:
+        return await self._guard(self.realtime.offer.remote(
+            body.session_id, body.sdp, body.type, body.language, request_id=_request_id(request)))
+
+    @app.get("/v1/rtc/calls/{call_id}", summary="a call's state")
+    async def rtc_call(self, call_id: str) -> dict[str, Any]:
+        return await self._guard(self.realtime.call_info.remote(call_id))
+
+    @app.delete("/v1/rtc/calls/{call_id}", summary="hang up a call")
+    async def rtc_hang_up(self, call_id: str, request: Request) -> dict[str, Any]:
+        return await self._guard(self.realtime.hang_up.remote(call_id, request_id=_request_id(request)))
 
     async def _event_stream(self, events: AsyncIterator[dict[str, Any]], rid: str) -> Response:
         first = await anext(events, None)  # unknown session, bad message, LLM down: a status, not a stream

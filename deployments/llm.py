@@ -7,7 +7,7 @@ adapter with these same three methods, so the conversation never knows which one
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
 from ray import serve
 
@@ -17,6 +17,8 @@ from realtime_avatar.stages import LanguageModel
 
 @serve.deployment(name="LLM")
 class LLMDeployment(StageDeployment):
+    stage_name: ClassVar[str] = "llm"
+
     def __init__(self, config: dict[str, Any]) -> None:
         self._start(config, LanguageModel)
 
@@ -30,7 +32,9 @@ class LLMDeployment(StageDeployment):
         self, messages: list[dict[str, str]], params: dict[str, Any], request_id: str = "-"
     ) -> AsyncIterator[str | dict[str, Any]]:
         """Text deltas, then one ``{"finish_reason": ...}`` ("stop", "length", or None if unknown)."""
-        stream = await self.health.call(request_id, self.stage.stream_chat, messages, params)
-        async for delta in self.health.iterate(request_id, stream):
+        deadline = self.health.deadline()
+        stream = await self.health.call(request_id, self.stage.stream_chat, messages, params,
+                                        deadline=deadline)
+        async for delta in self.health.iterate(request_id, stream, deadline):
             yield delta
         yield {"finish_reason": getattr(stream, "finish_reason", None)}

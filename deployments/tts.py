@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
 from ray import serve
 
@@ -14,6 +14,8 @@ from realtime_avatar.stages import SpeechSynthesis
 
 @serve.deployment(name="TTS")
 class TTSDeployment(StageDeployment):
+    stage_name: ClassVar[str] = "tts"
+
     def __init__(self, config: dict[str, Any]) -> None:
         self._start(config, SpeechSynthesis)
 
@@ -26,9 +28,15 @@ class TTSDeployment(StageDeployment):
     async def prepare_voice(self, audio: bytes, request_id: str = "-") -> dict[str, Any]:
         return await self.health.call(request_id, self.stage.prepare_voice, audio)
 
+    async def delete_voice(self, voice_id: str, request_id: str = "-") -> dict[str, Any]:
+        return await self.health.call(request_id, self.stage.delete_voice, voice_id)
+
     async def stream(
         self, text: str, language: str, voice_id: str | None, request_id: str = "-"
     ) -> AsyncIterator[AudioChunk]:
-        chunks = await self.health.call(request_id, self.stage.stream, text, language, voice_id)
-        async for chunk in self.health.iterate(request_id, chunks):
-            yield chunk
+        deadline = self.health.deadline()
+        with self.health.admit(self.stage.text_cost(text, language)):
+            chunks = await self.health.call(request_id, self.stage.stream, text, language, voice_id,
+                                            deadline=deadline)
+            async for chunk in self.health.iterate(request_id, chunks, deadline):
+                yield chunk

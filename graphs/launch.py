@@ -27,10 +27,11 @@ from realtime_avatar.config import deep_merge
 SERVE_CONFIG = Path(__file__).resolve().parent.parent / "serve_config.yaml"
 _VARIABLE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
 PROXY_CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
-PROXY_CALLBACK = "deployments.request_ids:proxy_middlewares"
-# A local Ray (make run, avatar serve, the tests) keeps its ports on loopback: GCS, raylet, object
-# manager, workers and the metrics agent bind the node address, no dashboard. Only Serve's HTTP port is
-# the API (serve_config.yaml's http_options.host: 127.0.0.1 here, 0.0.0.0 in the l4 container).
+PROXY_CALLBACK = "deployments.edge:proxy_middlewares"
+# A local Ray (make run, avatar serve, the tests) keeps its ports on loopback: with a node address of
+# 127.0.0.1, GCS, raylet, object manager, workers, agents and the metrics export bind 127.0.0.1 (see
+# _local_ray_init), no dashboard. Only Serve's HTTP port is the API (serve_config.yaml's
+# http_options.host: 127.0.0.1 here, 0.0.0.0 in the l4 container).
 LOCAL_RAY: dict[str, Any] = {"_node_ip_address": "127.0.0.1", "include_dashboard": False,
                              "log_to_driver": False}
 
@@ -115,13 +116,17 @@ def running(config: dict[str, Any], object_store_mb: int | None = None) -> Itera
 
     started_ray = not ray.is_initialized()
     if started_ray:
-        # Serve's proxy bounds client request ids before its access log and response echo them.
+        # Serve's proxy guards the API's edge (deployments.edge: slow bodies, keys, request ids) before
+        # any replica sees a request, with the settings of the profile the app is built with.
         os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)
+        profile = (config["applications"][0].get("args") or {}).get("profile")
+        if profile:
+            os.environ.setdefault("AVATAR_PROFILE", str(profile))
         address = os.environ.get("RAY_ADDRESS")
         local = dict(LOCAL_RAY)
         if object_store_mb:
             local["object_store_memory"] = object_store_mb * 1024 * 1024
-        ray.init(address=address) if address else ray.init(**local)
+        ray.init(address=address) if address else _local_ray_init(local)
     http = config.get("http_options", {})
     try:
         serve.start(http_options=http, proxy_location=config.get("proxy_location", "HeadOnly"))
@@ -157,6 +162,25 @@ def bounded(work: Callable[[], object], timeout_s: float, on_overrun: Callable[[
 def _exit_now() -> None:
     print("drain timeout: exiting with calls still in flight", file=sys.stderr, flush=True)
     os._exit(0)
+
+
+def _local_ray_init(options: dict[str, Any]) -> None:
+    """``ray.init`` of a local one-node Ray that listens on loopback only.
+
+    Ray 2.60's ``ray.init`` replaces a loopback ``_node_ip_address`` by the machine's routable address
+    (``services.resolve_ip_for_localhost``, meant for nodes that others must reach), and every Ray server
+    then listens on all interfaces. Given 127.0.0.1 as it is, they bind 127.0.0.1 (tests/test_hardening.py
+    checks every listening socket of the Ray processes).
+    """
+    import ray
+    from ray._private import services
+
+    resolve = services.resolve_ip_for_localhost
+    services.resolve_ip_for_localhost = lambda host: host
+    try:
+        ray.init(**options)
+    finally:
+        services.resolve_ip_for_localhost = resolve
 
 
 def serve_forever(config: dict[str, Any], object_store_mb: int | None = None,

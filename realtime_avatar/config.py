@@ -80,6 +80,12 @@ class Limits(BaseModel):
     max_asr_seconds: float = 120.0
     # A JSON request body (render, tts, chat) larger than this is refused (413) before it is parsed.
     max_json_bytes: int = Field(default=65_536, ge=1024)
+    # Slow clients (deployments.edge, in Serve's proxy): a request body must arrive whole within
+    # body_timeout_s (else 408); one client address may send this many bodies at once (429 past it),
+    # and all clients together this many (503), so half-sent uploads cannot hold the API.
+    body_timeout_s: float = Field(default=60.0, gt=0)
+    max_uploads_per_client: int = Field(default=4, ge=1)
+    max_uploads_in_progress: int = Field(default=64, ge=1)
 
 
 class StageServing(BaseModel):
@@ -91,10 +97,17 @@ class StageServing(BaseModel):
     # anything more is refused at once (HTTP 503 + Retry-After) instead of hanging. -1: no limit.
     max_ongoing_requests: int = Field(default=2, ge=1)
     max_queued_requests: int = Field(default=4, ge=-1)
+    # A call into this stage (one request's TTS stream, render, transcription...) ends with 504
+    # stage_timeout after this long, and the replica stops its work after the step in hand. None: no limit.
+    call_timeout_s: float | None = Field(default=None, gt=0)
+    # Admission by cost: a replica takes a request only while the cost of what it has in flight stays
+    # within this budget (1.0 = one request at the stage's limit: text at max_text_chars, audio at
+    # max_asr_seconds); an idle replica takes any request. Past it: 503 overloaded. None: no budget.
+    max_cost: float | None = Field(default=None, gt=0)
 
 
 # Deployments that are not model stages: the HTTP ingress and the conversation (sessions) deployment.
-SERVICE_DEPLOYMENTS = ("ingress", "conversation")
+SERVICE_DEPLOYMENTS = ("ingress", "conversation", "realtime")
 
 
 class ServeSettings(BaseModel):
@@ -115,6 +128,21 @@ class ServeSettings(BaseModel):
     # On SIGTERM, calls in flight get this long to finish before the process exits anyway (Cloud Run
     # kills the container 10 s after SIGTERM, so the l4 profile keeps it under that).
     drain_timeout_s: float = Field(default=8.0, gt=0)
+    # Optional bearer key for every route but /healthz and /readyz (401 without it); None: open, as a
+    # laptop's loopback-only server is. Browser requests (an Origin header) must come from the API's own
+    # loopback origin or one of allowed_origins (403 otherwise).
+    api_key: str | None = Field(default=None, repr=False)
+    allowed_origins: list[str] = Field(default_factory=list)
+
+    @field_validator("api_key")
+    @classmethod
+    def _no_blank_key(cls, key: str | None) -> str | None:
+        return (key.strip() or None) if key is not None else None
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _bare_origins(cls, origins: list[str]) -> list[str]:
+        return [o.strip().rstrip("/").lower() for o in origins if o.strip()]
 
 
 class ChatSettings(BaseModel):
@@ -143,6 +171,50 @@ class ChatSettings(BaseModel):
     allow_persona_override: bool = False  # a session may not bring its own persona unless the owner allows it
 
 
+class IceServer(BaseModel):
+    """One STUN/TURN server as RTCPeerConnection takes it (the page and the runtime use the same list)."""
+
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+class RealtimeSettings(BaseModel):
+    """Voice calls over WebRTC (``deployments/realtime.py``): caps, ICE, and when a turn ends."""
+
+    max_calls: int = Field(default=2, ge=1)  # concurrent calls in the runtime; one more is a 503
+    max_call_minutes: float = Field(default=15.0, gt=0)
+    idle_timeout_s: float = Field(default=120.0, gt=0)  # nobody spoke for this long: the call ends
+    ice_servers: list[IceServer] = Field(default_factory=list)  # none: host candidates (loopback, LAN)
+    # Listening (Silero VAD on 32 ms windows of 16 kHz audio). A window is speech at speech_threshold
+    # and stays speech until it drops below silence_threshold (hysteresis, no flicker at the edges).
+    speech_threshold: float = Field(default=0.5, gt=0, lt=1)
+    silence_threshold: float = Field(default=0.35, gt=0, lt=1)
+    min_speech_s: float = Field(default=0.15, ge=0)  # speech this long starts a turn (coughs do not)
+    barge_in_s: float = Field(default=0.25, ge=0)  # while the avatar speaks, speech this long interrupts it
+    end_of_turn_s: float = Field(default=0.5, gt=0)  # silence this long ends the turn (the hang-over)
+    # Silence this long already starts the final ASR on what was said, so its text is ready when the
+    # hang-over ends (thrown away if the user goes on).
+    early_asr_s: float = Field(default=0.2, gt=0)
+    partial_asr_s: float = Field(default=1.2, gt=0)  # live captions: a partial transcript this often
+    pre_roll_s: float = Field(default=0.3, ge=0)  # audio kept from before the speech was detected
+    max_utterance_s: float = Field(default=20.0, gt=1)
+    idle_loop_s: float = Field(default=8.0, ge=2)  # the cached idle animation each call loops over
+    settle_s: float = Field(default=0.3, ge=0)  # after each sentence the face eases back onto the loop
+    # While nobody speaks, send every n-th frame of the loop (2: 12.5 fps): video encoding is most of what
+    # a listening call costs. Speech always goes out at render.fps.
+    idle_frame_stride: int = Field(default=2, ge=1, le=5)
+    max_event_chars: int = Field(default=4096, ge=256)  # a longer data-channel message is ignored
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RealtimeSettings:
+        if self.silence_threshold > self.speech_threshold:
+            raise ValueError("silence_threshold must not exceed speech_threshold")
+        if self.early_asr_s > self.end_of_turn_s:
+            raise ValueError("early_asr_s must not exceed end_of_turn_s")
+        return self
+
+
 class ClipCacheSettings(BaseModel):
     """Finished clips stored by the content hash of everything that made them (the persona's fixed lines)."""
 
@@ -158,6 +230,12 @@ class StoreSettings(BaseModel):
     bucket: str | None = None
     prefix: str = "avatar-assets"  # objects are <prefix>/<kind>/<id> in the bucket
     memory_items: int = Field(default=32, ge=0)  # per kind, in each process's in-memory LRU
+    # Stored voices and faces are deleted this long after they were stored (None: kept until DELETE).
+    retention_s: float | None = Field(default=30 * 24 * 3600.0, gt=0)
+    purge_interval_s: float = Field(default=3600.0, gt=0)  # how often each stage sweeps out expired ones
+    # With a bucket, a local copy is trusted this long before the bucket is asked again whether it still
+    # exists (a DELETE on another node reaches this one within it).
+    recheck_s: float = Field(default=30.0, ge=0)
 
     @field_validator("bucket")
     @classmethod
@@ -227,6 +305,7 @@ class Settings(BaseSettings):
     limits: Limits = Field(default_factory=Limits)
     store: StoreSettings = Field(default_factory=StoreSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
+    realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)
     clip_cache: ClipCacheSettings = Field(default_factory=ClipCacheSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     # `avatar cost`: prices and usage for a month's estimate (realtime_avatar/costs.py); None when a
@@ -240,6 +319,7 @@ class Settings(BaseSettings):
     tts: EngineSpec
     motion: EngineSpec
     avatar: EngineSpec
+    vad: EngineSpec  # runs inside the realtime deployment, on every call's microphone
 
     @classmethod
     def settings_customise_sources(

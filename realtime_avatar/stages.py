@@ -8,6 +8,7 @@ thin wrapper that adds resources, a health check and a handle.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ from engines import registry
 from engines.avatar.portrait import Portrait, prepare_portrait
 from engines.errors import InputError
 from engines.media.audio import load_audio, require_duration
+from engines.motion.idle import IdleLoop
+from engines.motion.track import MotionTrack
 from engines.tts.base import AudioChunk, Voice
 from engines.tts.text import AUTO, normalize_language
 from realtime_avatar.cache import content_hash
@@ -30,6 +33,7 @@ from realtime_avatar.store import AssetStore, InvalidAssetIdError, build_store
 
 log = logging.getLogger("realtime_avatar.stages")
 
+IDLE_LOOPS_KEPT = 4  # idle loops drawn per avatar process (each ~40 MB at 256 px)
 ASSET_ID_CHARS = 32  # 128 bits of the content hash: ids are public, short enough for URLs
 
 
@@ -83,10 +87,12 @@ class Animator:
     """
 
     def __init__(
-        self, renderer: Any, motion: Any, portrait: Portrait, sample_rate: int, part_frames: int | None = None
+        self, renderer: Any, motion: Any, portrait: Portrait, sample_rate: int,
+        part_frames: int | None = None, settle_frames: int = 0,
     ) -> None:
         self.renderer, self.motion, self.portrait, self.sample_rate = renderer, motion, portrait, sample_rate
         self.part_frames = part_frames
+        self.settle_frames = settle_frames  # realtime: frames (and silence) that ease back onto the idle loop
         self._index = 0
         self._samples = 0  # audio fed so far: the next chunk's offset
         self._frames_out = 0
@@ -102,11 +108,20 @@ class Animator:
                              self._frames(track[start:start + step]))
 
     def finish(self) -> RenderedChunk | None:
-        """The frames of the audio's last partial frame, if any."""
-        tail = self._frames(self.motion.flush())
-        if not len(tail):
+        """The frames of the audio's last partial frame, if any (and the settling frames, if asked)."""
+        tail = self.motion.flush()
+        pcm = np.zeros(0, np.float32)
+        if self.settle_frames:
+            # Silence up to the end of the padded last frame and through the settling frames, so the
+            # audio covers every frame.
+            frames_total = self._frames_out + len(tail) + self.settle_frames
+            pcm = np.zeros(max(0, round(frames_total * self.sample_rate / self.motion.fps) - self._samples),
+                           np.float32)
+            tail = MotionTrack.concatenate([tail, self.motion.settle(self.settle_frames)])
+        frames = self._frames(tail)
+        if not len(frames):
             return None
-        return self._part("", "", np.zeros(0, np.float32), tail)
+        return self._part("", "", pcm, frames)
 
     def _part(self, text: str, language: str, pcm: np.ndarray, frames: np.ndarray) -> RenderedChunk:
         part = RenderedChunk(self._index, text, language, pcm, self.sample_rate, frames,
@@ -168,10 +183,30 @@ class SpeechRecognition:
 
     def transcribe(self, audio: bytes, language: str | None = None) -> dict[str, Any]:
         """``language``: any code TTS takes (``ES``, ``es-419``, ``zh-CN``), ``auto`` or None: detected."""
+        *_, transcript = self.transcribe_steps(*self.decode(audio, language))
+        assert transcript is not None
+        return transcript
+
+    def decode(self, audio: bytes, language: str | None = None) -> tuple[np.ndarray, int, str | None]:
+        """The request's language checked (None: detect), then its audio decoded: (pcm, rate, language)."""
         code = normalize_language(language)
-        language = None if code == AUTO else code
         pcm, sample_rate = load_audio(audio, max_seconds=self.settings.limits.max_asr_seconds)
-        return self.engine.transcribe(pcm, sample_rate, language).to_dict()
+        return pcm, sample_rate, None if code == AUTO else code
+
+    def audio_cost(self, pcm: np.ndarray, sample_rate: int) -> float:
+        """Admission cost: the audio's share of the longest a request may send (``max_asr_seconds``)."""
+        return pcm.shape[0] / sample_rate / self.settings.limits.max_asr_seconds
+
+    def transcribe_steps(
+        self, pcm: np.ndarray, sample_rate: int, language: str | None
+    ) -> Iterator[dict[str, Any] | None]:
+        """None per decoded segment, then the transcript as a dict (engines without steps: one step)."""
+        steps = getattr(self.engine, "transcribe_steps", None)
+        if steps is None:
+            yield self.engine.transcribe(pcm, sample_rate, language).to_dict()
+            return
+        for step in steps(pcm, sample_rate, language):
+            yield None if step is None else step.to_dict()
 
 
 class SpeechSynthesis:
@@ -210,13 +245,27 @@ class SpeechSynthesis:
             return None
         data = _stored(self.store, "voices", voice_id)
         if data is None:
-            raise UnknownAssetError(f"no voice with id {voice_id!r}; upload one to /v1/voices",
+            raise UnknownAssetError(f"no voice with id {str(voice_id)[:64]!r}; upload one to /v1/voices",
                                     code="voice_not_found")
         return Voice.from_bytes(data)
+
+    def delete_voice(self, voice_id: str) -> dict[str, Any]:
+        """Remove a stored voice from the store (every node, with a bucket); 404 if there is none."""
+        if not _delete(self.store, "voices", voice_id):
+            raise UnknownAssetError(f"no voice with id {str(voice_id)[:64]!r}", code="voice_not_found")
+        event(log, "voice_deleted", voice_id=voice_id)
+        return {"voice_id": voice_id, "deleted": True}
+
+    def purge(self) -> int:
+        """Delete stored voices past ``store.retention_s``."""
+        return self.store.purge("voices")
 
     def stream(self, text: str, language: str, voice_id: str | None = None) -> Iterator[AudioChunk]:
         """Bad text, language or voice raise here, before the first chunk. Chunks carry their offsets."""
         return self.engine.stream(text, language, self.voice(voice_id))
+
+    def text_cost(self, text: str, language: str) -> float:
+        return text_cost(self.settings, text, language)
 
     def max_chars(self, language: str) -> int:
         """The longest text the engine speaks in one request in ``language``."""
@@ -232,6 +281,9 @@ class Animation:
         self.renderer = registry.build("avatar", spec.name, spec.options)
         self.default_avatar_id: str | None = None
         self.clips = ClipCache(settings.clip_cache, self.store, settings.cache_path / "assets" / "clips")
+        render = settings.render
+        self.idle_motion = IdleLoop(render.seed, render.fps, loop_s=settings.realtime.idle_loop_s)
+        self._idle_frames: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def load(self) -> None:
         _load(self.renderer)
@@ -246,11 +298,26 @@ class Animation:
             event(log, "avatar_prepared", avatar_id=avatar_id, size=size)
         return {"avatar_id": avatar_id, "size": size}
 
+    def delete_avatar(self, avatar_id: str) -> dict[str, Any]:
+        """Remove a stored avatar (face crop, landmarks, features) from the store; 404 if there is none."""
+        if not _delete(self.store, "avatars", avatar_id):
+            raise UnknownAssetError(f"no avatar with id {str(avatar_id)[:64]!r}", code="avatar_not_found")
+        event(log, "avatar_deleted", avatar_id=avatar_id)
+        return {"avatar_id": avatar_id, "deleted": True}
+
+    def purge(self) -> int:
+        """Delete stored avatars past ``store.retention_s``."""
+        return self.store.purge("avatars")
+
     def portrait(self, avatar_id: str | None) -> Portrait:
         avatar_id = avatar_id or self.default_avatar_id
         data = _stored(self.store, "avatars", avatar_id) if avatar_id else None
+        if data is None and avatar_id is not None and avatar_id == self.default_avatar_id:
+            # The bundled portrait outlives retention and DELETE: it is prepared again when asked for.
+            self.prepare_avatar(bundled_portrait_png())
+            data = _stored(self.store, "avatars", avatar_id)
         if data is None:
-            raise UnknownAssetError(f"no avatar with id {avatar_id!r}; upload one to /v1/avatars",
+            raise UnknownAssetError(f"no avatar with id {str(avatar_id)[:64]!r}; upload one to /v1/avatars",
                                     code="avatar_not_found")
         return Portrait.from_bytes(data)
 
@@ -265,6 +332,26 @@ class Animation:
         part_frames = None if part_seconds is None else max(1, round(part_seconds * fps))
         return Animator(self.renderer, self.new_motion(), portrait, sample_rate, part_frames)
 
+    def idle_frames(self, portrait: Portrait) -> np.ndarray:
+        """One loop of the idle motion drawn for this portrait (kept for the last few portraits)."""
+        frames = self._idle_frames.get(portrait.key)
+        if frames is None:
+            frames = self.renderer.render(portrait, self.idle_motion.loop())
+            self._idle_frames[portrait.key] = frames
+            while len(self._idle_frames) > IDLE_LOOPS_KEPT:
+                self._idle_frames.popitem(last=False)
+        self._idle_frames.move_to_end(portrait.key)
+        return frames
+
+    def speech_animator(self, portrait: Portrait, sample_rate: int, start_frame: int) -> Animator:
+        """Speech laid on the idle loop from loop frame ``start_frame``, easing back onto it at the end."""
+        render, spec = self.settings.render, self.settings.motion
+        motion = registry.build("motion", spec.name, {"seed": render.seed, "fps": render.fps, **spec.options,
+                                                      "base": self.idle_motion, "start_frame": start_frame})
+        part_frames = max(1, round(render.part_seconds * render.fps))
+        settle = round(self.settings.realtime.settle_s * render.fps)
+        return Animator(self.renderer, motion, portrait, sample_rate, part_frames, settle_frames=settle)
+
     def utterance(
         self, portrait: Portrait, sample_rate: int, container: Container, path: str | Path | None = None,
         part_seconds: float | None = None,
@@ -274,9 +361,28 @@ class Animation:
                                     render=self.settings.render, path=path)
         return UtteranceRenderer(self.animator(portrait, sample_rate, part_seconds), encoder)
 
+    def text_cost(self, text: str, language: str) -> float:
+        return text_cost(self.settings, text, language)
+
     def clip_key(self, text: str, language: str, voice_id: str | None, avatar_id: str | None) -> str:
         return clip_key(self.settings, text=text, language=language, voice_id=voice_id,
                         avatar_id=avatar_id or self.default_avatar_id)
+
+
+def text_cost(settings: Settings, text: str, language: str | None) -> float:
+    """Admission cost of speaking ``text``: its share of the longest text a request may carry in its
+    language (``limits.max_text_chars``; auto: the strictest language's limit)."""
+    limits = settings.limits.max_text_chars
+    code = normalize_language(language)
+    return len(text) / max(1, limits.get(code) or min(limits.values()))
+
+
+def _delete(store: AssetStore, kind: str, asset_id: str) -> bool:
+    """Whether something was deleted: an id that cannot be one of ours was never stored."""
+    try:
+        return store.delete(kind, asset_id)
+    except InvalidAssetIdError:
+        return False
 
 
 def _stored(store: AssetStore, kind: str, asset_id: str) -> bytes | None:

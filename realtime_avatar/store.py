@@ -8,12 +8,19 @@ bucket, then the local store. ``build_store`` picks one from the settings.
 Kinds and ids are checked before anything touches a path or an object name: ids arrive in URLs and
 JSON, so only lower-case hex (what ``content_hash`` makes) is accepted and nothing can climb out of
 the store's directory or prefix.
+
+Voices and avatars (a person's voice features, a face crop and its landmarks) are private: their local
+files are 0600 in 0700 directories, ``delete`` removes them everywhere, and with ``retention_s`` they
+read as absent once that old and ``purge`` deletes them (locally by file time, in the bucket by the
+object's creation time).
 """
 
 from __future__ import annotations
 
 import re
 import threading
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -24,6 +31,7 @@ if TYPE_CHECKING:
     from realtime_avatar.config import StoreSettings
 
 KINDS = ("voices", "avatars", "clips")  # clips: cached generated reply clips (realtime_avatar.clips)
+PRIVATE_KINDS = ("voices", "avatars")  # uploads of a person: 0600, retention, DELETE
 _ASSET_ID = re.compile(r"[0-9a-f]{16,64}")
 
 GCS_TIMEOUT_S = 30.0  # per request
@@ -64,14 +72,22 @@ class AssetStore(Protocol):
 
     def exists(self, kind: str, asset_id: str) -> bool: ...
 
+    def delete(self, kind: str, asset_id: str) -> bool: ...
+
+    def purge(self, kind: str) -> int: ...
+
 
 class LocalAssetStore:
     """One ``BlobCache`` per kind under ``root/kind``: an in-memory LRU of ``memory_items`` per kind,
-    over atomic files that outlive the process."""
+    over atomic files that outlive the process. ``retention_s`` applies to ``PRIVATE_KINDS``."""
 
-    def __init__(self, root: Path, memory_items: int = 32) -> None:
+    def __init__(self, root: Path, memory_items: int = 32, retention_s: float | None = None) -> None:
         self.root = Path(root).expanduser()
-        self._caches = {kind: BlobCache(self.root / kind, memory_items=memory_items) for kind in KINDS}
+        self._caches = {
+            kind: BlobCache(self.root / kind, memory_items=memory_items, private=kind in PRIVATE_KINDS,
+                            max_age_s=retention_s if kind in PRIVATE_KINDS else None)
+            for kind in KINDS
+        }
 
     def get(self, kind: str, asset_id: str) -> bytes | None:
         check_key(kind, asset_id)
@@ -85,6 +101,15 @@ class LocalAssetStore:
         check_key(kind, asset_id)
         # Not a get: reading the bytes just to answer "is it there" would reshuffle the LRU.
         return self._caches[kind].exists(asset_id)
+
+    def delete(self, kind: str, asset_id: str) -> bool:
+        check_key(kind, asset_id)
+        return self._caches[kind].delete(asset_id)
+
+    def purge(self, kind: str) -> int:
+        """Delete the entries of ``kind`` past their retention; how many went."""
+        check_key(kind, "0" * 16)
+        return self._caches[kind].purge()
 
 
 class GcsAssetStore:
@@ -105,6 +130,8 @@ class GcsAssetStore:
         *,
         timeout_s: float = GCS_TIMEOUT_S,
         retry_deadline_s: float = GCS_RETRY_DEADLINE_S,
+        retention_s: float | None = None,
+        recheck_s: float = 30.0,
     ) -> None:
         if not bucket or "/" in bucket:
             raise ValueError(f"invalid bucket name {bucket!r}: give the bare name, without gs:// or a path")
@@ -113,6 +140,8 @@ class GcsAssetStore:
         self.local = local
         self.timeout_s = timeout_s
         self.retry_deadline_s = retry_deadline_s
+        self.retention_s, self.recheck_s = retention_s, recheck_s
+        self._checked: dict[tuple[str, str], float] = {}  # when the bucket last confirmed a local copy
         self._client = client
         self._bucket: Any = None
         self._lock = threading.Lock()
@@ -124,17 +153,82 @@ class GcsAssetStore:
     def get(self, kind: str, asset_id: str) -> bytes | None:
         name = self.object_name(kind, asset_id)
         if self.local is not None and (data := self.local.get(kind, asset_id)) is not None:
-            return data
+            if self._still_there(kind, asset_id):
+                return data
+            return None
         gcs = _gcs()
         try:
-            data = self._blob(name).download_as_bytes(timeout=self.timeout_s, retry=self._retry())
+            blob = self._blob(name)
+            data = blob.download_as_bytes(timeout=self.timeout_s, retry=self._retry())
         except gcs.not_found:
             return None
         except gcs.errors as exc:
             raise self._unavailable("read", name, exc) from exc
+        if self._expired(kind, blob):
+            self.delete(kind, asset_id)
+            return None
         if self.local is not None:
             self.local.put(kind, asset_id, data)
+            self._checked[(kind, asset_id)] = time.monotonic()
         return data
+
+    def _still_there(self, kind: str, asset_id: str) -> bool:
+        """A local copy of a private kind counts while the bucket has the object (asked at most every
+        ``recheck_s``): a DELETE or an expiry seen by another node reaches this one."""
+        last = self._checked.get((kind, asset_id))
+        if kind not in PRIVATE_KINDS or (last is not None and time.monotonic() - last <= self.recheck_s):
+            return True
+        name = self.object_name(kind, asset_id)
+        gcs = _gcs()
+        try:
+            blob = self._blob(name)
+            blob.reload(timeout=self.timeout_s, retry=self._retry())
+        except gcs.not_found:
+            blob = None
+        except gcs.errors as exc:
+            raise self._unavailable("check", name, exc) from exc
+        if blob is None or self._expired(kind, blob):
+            self.delete(kind, asset_id)
+            return False
+        self._checked[(kind, asset_id)] = time.monotonic()
+        return True
+
+    def _expired(self, kind: str, blob: Any) -> bool:
+        created = getattr(blob, "time_created", None)
+        if kind not in PRIVATE_KINDS or self.retention_s is None or created is None:
+            return False
+        return (datetime.now(UTC) - created).total_seconds() > self.retention_s
+
+    def delete(self, kind: str, asset_id: str) -> bool:
+        """Remove the object and the local copy; False if neither was there."""
+        name = self.object_name(kind, asset_id)
+        self._checked.pop((kind, asset_id), None)
+        local = self.local.delete(kind, asset_id) if self.local is not None else False
+        gcs = _gcs()
+        try:
+            self._blob(name).delete(timeout=self.timeout_s, retry=self._retry())
+        except gcs.not_found:
+            return local
+        except gcs.errors as exc:
+            raise self._unavailable("delete", name, exc) from exc
+        return True
+
+    def purge(self, kind: str) -> int:
+        """Delete the objects of ``kind`` past their retention (and expired local copies); how many."""
+        gone = self.local.purge(kind) if self.local is not None else 0
+        if kind not in PRIVATE_KINDS or self.retention_s is None:
+            return gone
+        prefix = self.object_name(kind, "0" * 16)[: -16]
+        gcs = _gcs()
+        try:
+            self._blob(prefix)  # makes the client and bucket
+            for blob in self._bucket.list_blobs(prefix=prefix, timeout=self.timeout_s, retry=self._retry()):
+                if self._expired(kind, blob):
+                    blob.delete(timeout=self.timeout_s, retry=self._retry())
+                    gone += 1
+        except gcs.errors as exc:
+            raise self._unavailable("purge", prefix, exc) from exc
+        return gone
 
     def put(self, kind: str, asset_id: str, data: bytes) -> None:
         name = self.object_name(kind, asset_id)
@@ -154,12 +248,16 @@ class GcsAssetStore:
     def exists(self, kind: str, asset_id: str) -> bool:
         name = self.object_name(kind, asset_id)
         if self.local is not None and self.local.exists(kind, asset_id):
-            return True
+            return self._still_there(kind, asset_id)
         gcs = _gcs()
         try:
-            return bool(self._blob(name).exists(timeout=self.timeout_s, retry=self._retry()))
+            blob = self._blob(name)
+            blob.reload(timeout=self.timeout_s, retry=self._retry())
+        except gcs.not_found:
+            return False
         except gcs.errors as exc:
             raise self._unavailable("check", name, exc) from exc
+        return not self._expired(kind, blob)
 
     def _blob(self, name: str) -> Any:
         with self._lock:
@@ -219,7 +317,9 @@ def _gcs() -> _Gcs:
 
 def build_store(settings_store: StoreSettings, cache_path: Path) -> AssetStore:
     """GCS (with ``cache_path/assets`` as its local layer) when a bucket is set, else the local store."""
-    local = LocalAssetStore(Path(cache_path) / "assets", memory_items=settings_store.memory_items)
+    local = LocalAssetStore(Path(cache_path) / "assets", memory_items=settings_store.memory_items,
+                            retention_s=settings_store.retention_s)
     if settings_store.bucket:
-        return GcsAssetStore(settings_store.bucket, settings_store.prefix, local=local)
+        return GcsAssetStore(settings_store.bucket, settings_store.prefix, local=local,
+                             retention_s=settings_store.retention_s, recheck_s=settings_store.recheck_s)
     return local

@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 runtime_port=${RUNTIME_PORT:-8000}
+# A runtime key (AVATAR_SERVE__API_KEY) is one the signaling service must send too.
+export SIGNALING_RUNTIME_API_KEY=${SIGNALING_RUNTIME_API_KEY:-${AVATAR_SERVE__API_KEY:-}}
 signaling_port=${SIGNALING_PORT:-8080}
 
 .venv/bin/python -m signaling --runtime-url "http://127.0.0.1:${runtime_port}" --port "${signaling_port}" &

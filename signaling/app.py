@@ -223,7 +223,7 @@ class Service:
     def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.settings = settings
         self.runtime = Runtime(settings.runtime_url, settings.wake_timeout_s, settings.stream_idle_timeout_s,
-                               transport=transport)
+                               transport=transport, api_key=settings.runtime_api_key or None)
         self.sessions = SessionTable(settings.max_sessions)
         self.session_rate = RateLimiter(settings.sessions_per_minute)
         self.message_rate = RateLimiter(settings.messages_per_minute)

@@ -20,6 +20,7 @@ LANGUAGES = ("auto", "en", "zh", "es")
 @dataclass(frozen=True)
 class Settings:
     runtime_url: str = "http://127.0.0.1:8000"
+    runtime_api_key: str = ""  # the runtime's serve.api_key, sent on every call to it; empty: none
     host: str = "127.0.0.1"
     port: int = 8080
     # Origins (scheme://host[:port]) besides the page's own that may call the API from a browser.

@@ -39,7 +39,7 @@ class RuntimeState:
 class Runtime:
     def __init__(self, base_url: str, wake_timeout_s: float, stream_idle_timeout_s: float,
                  transport: httpx.AsyncBaseTransport | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, api_key: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.wake_timeout_s = wake_timeout_s
         self.clock = clock
@@ -50,7 +50,9 @@ class Runtime:
             base_url=self.base_url, transport=transport, trust_env=False, auth=self.auth,
             timeout=httpx.Timeout(connect=5.0, read=stream_idle_timeout_s, write=10.0, pool=5.0),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=32),
-            headers={"Accept-Encoding": "identity"},  # bytes pass through as the runtime wrote them
+            # Accept-Encoding: bytes pass through as the runtime wrote them. The runtime's key (serve.api_key)
+            # goes in X-API-Key: Authorization may carry the Cloud Run ID token.
+            headers={"Accept-Encoding": "identity", **({"X-API-Key": api_key} if api_key else {})},
         )
         self._ready_until = 0.0
         self._wake: asyncio.Task[None] | None = None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -60,10 +62,38 @@ def test_local_memory_is_a_bounded_lru(tmp_path):
     assert store.get("voices", a) == b"A"  # a is now the most recently used
     store.put("voices", c, b"C")  # evicts b, the least recently used
     for path in _files(tmp_path):
-        path.unlink()  # from here on only what memory holds can be read
+        path.write_bytes(b"disk")  # from here on what memory holds reads as before, the rest from disk
     assert store.get("voices", a) == b"A"
     assert store.get("voices", c) == b"C"
-    assert store.get("voices", b) is None
+    assert store.get("voices", b) == b"disk"
+
+
+def test_deleted_file_is_gone_from_memory_too(tmp_path):
+    """Another process's DELETE removes the file: a copy in this process's memory must not outlive it."""
+    store, other = LocalAssetStore(tmp_path), LocalAssetStore(tmp_path)
+    store.put("avatars", VOICE, b"face")
+    assert store.get("avatars", VOICE) == b"face"
+    assert other.delete("avatars", VOICE)
+    assert store.get("avatars", VOICE) is None and not store.exists("avatars", VOICE)
+    assert not other.delete("avatars", VOICE)
+
+
+def test_private_kinds_are_0600_and_expire(tmp_path):
+    store = LocalAssetStore(tmp_path, retention_s=60)
+    for kind in ("voices", "avatars"):
+        store.put(kind, VOICE, b"person")
+        path = tmp_path / kind / VOICE[:2] / VOICE
+        assert path.stat().st_mode & 0o777 == 0o600, oct(path.stat().st_mode)
+        for folder in (path.parent, tmp_path / kind):
+            assert folder.stat().st_mode & 0o077 == 0, oct(folder.stat().st_mode)
+        old = time.time() - 61
+        os.utime(path, (old, old))
+        assert store.get(kind, VOICE) is None and not store.exists(kind, VOICE)
+        assert store.purge(kind) == 1 and not path.exists()
+    store.put("clips", VOICE, b"clip")  # the clip cache keeps its own TTL
+    old = time.time() - 61
+    os.utime(tmp_path / "clips" / VOICE[:2] / VOICE, (old, old))
+    assert store.get("clips", VOICE) == b"clip"
 
 
 BAD_IDS = [
@@ -171,15 +201,37 @@ def test_gcs_put_then_get_from_another_node(bucket, prefix, tmp_path):
 
 def test_gcs_hit_fills_the_local_store(bucket, prefix, tmp_path):
     GcsAssetStore(BUCKET, prefix, local=LocalAssetStore(tmp_path / "a")).put("voices", VOICE, b"latents")
-    node_b = GcsAssetStore(BUCKET, prefix, local=LocalAssetStore(tmp_path / "b"))
+    node_b = GcsAssetStore(BUCKET, prefix, local=LocalAssetStore(tmp_path / "b"), recheck_s=3600)
     assert node_b.get("voices", VOICE) == b"latents"
     assert LocalAssetStore(tmp_path / "b").get("voices", VOICE) == b"latents"  # on b's disk now
 
-    bucket.blob(f"{prefix}/voices/{VOICE}").delete()  # later reads never go back to the bucket
+    bucket.blob(f"{prefix}/voices/{VOICE}").delete()  # within recheck_s reads do not go back to the bucket
     assert node_b.get("voices", VOICE) == b"latents"
     assert node_b.exists("voices", VOICE)
-    fresh = GcsAssetStore(BUCKET, prefix, local=LocalAssetStore(tmp_path / "b"))  # b restarted
-    assert fresh.get("voices", VOICE) == b"latents"
+
+
+def test_gcs_delete_on_one_node_reaches_the_others(bucket, prefix, tmp_path):
+    node_a = GcsAssetStore(BUCKET, prefix, local=LocalAssetStore(tmp_path / "a"), recheck_s=0)
+    node_b = GcsAssetStore(BUCKET, prefix, local=LocalAssetStore(tmp_path / "b"), recheck_s=0)
+    node_a.put("avatars", AVATAR, b"face")
+    assert node_b.get("avatars", AVATAR) == b"face"  # b keeps a local copy now
+    assert node_a.delete("avatars", AVATAR)
+    assert not bucket.blob(f"{prefix}/avatars/{AVATAR}").exists()
+    assert node_b.get("avatars", AVATAR) is None  # b asked the bucket again, and dropped its copy
+    assert not (tmp_path / "b" / "avatars" / AVATAR[:2] / AVATAR).exists()
+    assert not node_a.delete("avatars", AVATAR)
+
+
+def test_gcs_retention_purges_old_objects(bucket, prefix, tmp_path):
+    GcsAssetStore(BUCKET, prefix, local=LocalAssetStore(tmp_path / "a"), retention_s=3600).put(
+        "voices", VOICE, b"latents")
+    kept = GcsAssetStore(BUCKET, prefix, local=LocalAssetStore(tmp_path / "a"), retention_s=3600)
+    assert kept.purge("voices") == 0 and kept.get("voices", VOICE) == b"latents"
+    time.sleep(0.05)
+    expiring = GcsAssetStore(BUCKET, prefix, local=LocalAssetStore(tmp_path / "a", retention_s=0.01),
+                             retention_s=0.01)
+    assert expiring.purge("voices") == 2  # the local copy and the object
+    assert not bucket.blob(f"{prefix}/voices/{VOICE}").exists()
 
 
 def test_gcs_missing_object_is_none(bucket, prefix, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,15 @@ class WhisperASR:
             )
 
     def transcribe(self, pcm: np.ndarray, sample_rate: int, language: str | None = None) -> Transcript:
+        *_, transcript = self.transcribe_steps(pcm, sample_rate, language)
+        assert isinstance(transcript, Transcript)
+        return transcript
+
+    def transcribe_steps(
+        self, pcm: np.ndarray, sample_rate: int, language: str | None = None
+    ) -> Iterator[Transcript | None]:
+        """``transcribe`` one decoded segment at a time: None after each, then the Transcript, so a caller
+        with a deadline can stop between segments (whisper decodes lazily, as segments are asked for)."""
         audio = _mono_float(pcm, sample_rate)
         self.load()
         if language is not None and language not in self._whisper.supported_languages:
@@ -133,7 +143,10 @@ class WhisperASR:
             word_timestamps=self.word_timestamps,
             vad_filter=self.vad_filter,
         )
-        raw = list(segments_iter)
+        raw = []
+        for segment in segments_iter:
+            raw.append(segment)
+            yield None
         segments = [
             Segment(
                 start=float(s.start),
@@ -146,7 +159,7 @@ class WhisperASR:
             )
             for s in raw
         ]
-        return Transcript(
+        yield Transcript(
             text="".join(s.text for s in raw).strip(),  # whisper spaces Latin segments itself
             language=info.language,
             language_probability=float(info.language_probability),

@@ -21,16 +21,19 @@ _FILE_MODE = 0o666 & ~_current_umask()
 
 
 @contextlib.contextmanager
-def atomic_output(destination: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``destination``; rename it into place only on success."""
+def atomic_output(destination: str | Path, mode: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``destination``; rename it into place only on success.
+
+    ``mode``: the finished file's permissions (e.g. 0o600 for private data; its new directories get
+    0o700); default: what a plain ``open()`` would give it."""
     destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
+    destination.parent.mkdir(parents=True, exist_ok=True, **({} if mode is None else {"mode": 0o700}))
     fd, tmp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
-        os.chmod(tmp, _FILE_MODE)
+        os.chmod(tmp, _FILE_MODE if mode is None else mode)
         os.replace(tmp, destination)
     finally:
         tmp.unlink(missing_ok=True)
