@@ -13,7 +13,7 @@ from graphs import vllm_stage
 from graphs.launch import build_application, resolve
 from realtime_avatar.config import DEFAULT_CONFIG, Settings
 
-DEPLOYMENTS = {"Ingress", "Conversation", "ASR", "LLM", "TTS", "Avatar"}
+DEPLOYMENTS = {"Ingress", "Conversation", "Realtime", "ASR", "LLM", "TTS", "Avatar"}
 
 
 def _deployments(profile: str) -> dict:
@@ -99,7 +99,7 @@ def test_settings_honour_the_profile_argument_without_touching_the_environment(m
 def test_stages_are_declared_once_and_every_one_needs_its_serve_entry(tmp_path, monkeypatch):
     settings = Settings()
     assert settings.stages == ["asr", "llm", "tts", "avatar"]
-    assert set(settings.serve.deployments) == {*settings.stages, "ingress", "conversation"}
+    assert set(settings.serve.deployments) == {*settings.stages, "ingress", "conversation", "realtime"}
     broken = tmp_path / "avatar.yaml"
     document = yaml.safe_load(DEFAULT_CONFIG.read_text())
     del document["defaults"]["serve"]["deployments"]["llm"]

@@ -63,7 +63,8 @@ class Call:
         self.call_id, self.session_id, self.language = call_id, session_id, language
         self.settings, self.stages, self.send_text = settings, stages, send
         self.listener = Listener(vad, settings)
-        self.output = AvatarOutput(idle_frames, fps, on_started=self._utterance_started,
+        self.output = AvatarOutput(idle_frames, fps, idle_stride=settings.idle_frame_stride,
+                                   on_started=self._utterance_started,
                                    on_finished=self._utterance_finished)
         self.fps = fps
         self.started = time.monotonic()
@@ -77,7 +78,11 @@ class Call:
         self._heard_audio = False  # has the reply in flight made a sound yet
         self._unanswered = ""  # a user turn whose reply was cut before it said anything
         self._partial: asyncio.Task[Any] | None = None
-        self._early: tuple[int, asyncio.Task[dict[str, Any]]] | None = None
+        # A reply started at a pause: (utterance samples it answers, its task, its times).
+        self._speculation: tuple[int, asyncio.Task[None] | None, TurnTimes] | None = None
+        self._holding = False
+        self._held: list[str] = []
+        self._dropped: set[asyncio.Task[Any]] = set()
         self._times: TurnTimes | None = None
         self._lead_frames = LEAD_FRAMES_AT_START
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -86,8 +91,15 @@ class Call:
     # --- events out ----------------------------------------------------------------------------------
 
     def emit(self, kind: str, **fields: Any) -> None:
+        message = p.encode(kind, **fields)
+        if self._holding:  # a reply started before the turn ended: the page hears of it only if it stands
+            self._held.append(message)
+        else:
+            self._send(message)
+
+    def _send(self, message: str) -> None:
         with contextlib.suppress(Exception):  # a closed channel: the call is ending anyway
-            self.send_text(p.encode(kind, **fields))
+            self.send_text(message)
 
     def _set_state(self, state: str, **fields: Any) -> None:
         self.state = state
@@ -123,24 +135,61 @@ class Call:
             if self._partial is None or self._partial.done():
                 self._partial = self._spawn(self._caption(item.audio))
         elif item.kind == "paused":
-            self._early = (len(item.audio), self._spawn(self._transcribe(item.audio)))
+            self._speculate(item.audio, at_wall)
         elif item.kind == "resumed":
-            self._drop_early()
+            self._drop_speculation()
         elif item.kind == "turn_ended":
             self.last_activity = time.monotonic()
+            if self._speculation is not None and self._speculation[0] == len(item.audio):
+                self._confirm_speculation()
+                return
+            self._drop_speculation()
             self.turns += 1
             times = TurnTimes(self.turns, at_wall)
             times.mark("vad_end")
-            early, self._early = self._early, None
-            reuse = early[1] if early is not None and early[0] == len(item.audio) else None
-            if early is not None and reuse is None:
-                early[1].cancel()
-            self._start_reply(self._answer_speech(item.audio, reuse, times), times.turn)
+            self._start_reply(self._answer_speech(item.audio, times), times.turn)
 
-    def _drop_early(self) -> None:
-        if self._early is not None:
-            self._early[1].cancel()
-            self._early = None
+    # --- answering before the hang-over ends -----------------------------------------------------------
+    # When the user pauses (early_asr_s), the whole reply starts on what was said so far: ASR, LLM, TTS
+    # and rendering run while the hang-over is still timing out. Its events and media are held. If the
+    # turn ends with nothing added, they are released at once; if the user goes on, it is dropped
+    # without a trace (the conversation records a turn only when a reply completes).
+
+    def _speculate(self, audio: np.ndarray, speech_end: float) -> None:
+        self._drop_speculation()
+        if self._partial is not None and not self._partial.done():
+            self._partial.cancel()  # the final transcription needs the ASR replica more than a caption
+        times = TurnTimes(self.turns + 1, speech_end)
+        self._holding, self._held = True, []
+        self.output.hold = True
+        self._start_reply(self._answer_speech(audio, times), times.turn)
+        self._speculation = (len(audio), self._reply, times)
+
+    def _confirm_speculation(self) -> None:
+        assert self._speculation is not None
+        _, _, times = self._speculation
+        self._speculation = None
+        self.turns += 1
+        times.mark("vad_end")
+        held, self._held, self._holding = self._held, [], False
+        self.output.hold = False
+        for message in held:
+            self._send(message)
+
+    def _drop_speculation(self) -> None:
+        if self._speculation is None:
+            return
+        _, task, _ = self._speculation
+        self._speculation = None
+        self._holding, self._held = False, []
+        if task is not None and not task.done():
+            self._dropped.add(task)
+            task.add_done_callback(self._dropped.discard)
+            task.cancel()
+        self.output.clear()
+        self.output.hold = False
+        if self.state != p.USER_SPEAKING:
+            self.state = p.USER_SPEAKING
 
     # --- typed input and control from the page --------------------------------------------------------
 
@@ -185,10 +234,9 @@ class Call:
         self._reply_turn, self._reply_done, self._heard_audio = turn, False, False
         self._reply = self._spawn(work)
 
-    async def _answer_speech(self, audio: np.ndarray, early: asyncio.Task[dict[str, Any]] | None,
-                             times: TurnTimes) -> None:
+    async def _answer_speech(self, audio: np.ndarray, times: TurnTimes) -> None:
         try:
-            result = await early if early is not None else await self._transcribe(audio)
+            result = await self._transcribe(audio)
         except Exception as exc:  # ASR down or overloaded: say so, and keep listening
             self.emit(p.ERROR, error={"code": getattr(exc, "code", "asr_failed"),
                                       "message": "the avatar did not catch that; please say it again"})
@@ -234,7 +282,8 @@ class Call:
             await speaker
         except asyncio.CancelledError:
             cancelled = True
-            if not self._heard_audio:
+            dropped = asyncio.current_task() in self._dropped  # a speculation the user talked over
+            if not self._heard_audio and not dropped:
                 self._unanswered = text  # cut before a sound: the next turn answers both
             raise
         except Exception as exc:

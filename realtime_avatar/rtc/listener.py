@@ -32,7 +32,7 @@ class ListenEvent:
     """``kind``: speech_started | partial | paused | resumed | turn_ended.
 
     ``audio``: the utterance so far (16 kHz float32) for partial / paused / turn_ended; ``at_s``: where on
-    the audio clock it happened (for turn_ended: where the speech ended, before the hang-over).
+    the audio clock it happened (for paused and turn_ended: where the speech ended).
     """
 
     kind: str
@@ -122,7 +122,7 @@ class Listener:
             return [self._end()]
         if not self._paused and silence_s >= s.early_asr_s:
             self._paused = True
-            return [ListenEvent("paused", self.now_s, self.audio())]
+            return [ListenEvent("paused", self._speech_end_s, self.audio())]
         return []
 
     def audio(self) -> np.ndarray:

@@ -75,10 +75,10 @@ def _to_int16(pcm: np.ndarray) -> np.ndarray:
 class AvatarOutput:
     """The call's outgoing media state, shared by its audio and video tracks (one event loop, no locks)."""
 
-    def __init__(self, idle_frames: np.ndarray, fps: int,
+    def __init__(self, idle_frames: np.ndarray, fps: int, idle_stride: int = 1,
                  on_started: Callable[[Utterance], None] | None = None,
                  on_finished: Callable[[Utterance], None] | None = None) -> None:
-        self.idle_frames, self.fps = idle_frames, fps
+        self.idle_frames, self.fps, self.idle_stride = idle_frames, fps, max(1, idle_stride)
         self.frame_samples = samples_per_frame(fps)
         self.queue: deque[Utterance] = deque()
         self._recent: Utterance | None = None  # the one that just ended: the video track may still show it
@@ -87,6 +87,7 @@ class AvatarOutput:
         self.phase_offset = 0  # idle loop frame = video index - phase_offset
         self.on_started, self.on_finished = on_started, on_finished
         self.stalls = 0
+        self.hold = False  # a reply prepared before the user's turn has surely ended waits, silent
 
     # --- the call's side -----------------------------------------------------------------------------
 
@@ -125,7 +126,7 @@ class AvatarOutput:
     def audio_packet(self, samples: int = AUDIO_PACKET) -> np.ndarray:
         out = np.zeros(samples, np.int16)
         filled = 0
-        while filled < samples and self.queue:
+        while filled < samples and self.queue and not self.hold:
             here = self.audio_position + filled
             u = self.queue[0]
             if u.start is None:
@@ -241,18 +242,18 @@ def make_tracks(output: AvatarOutput, clock: MediaClock) -> tuple[object, object
     class AvatarVideo(base):  # type: ignore[misc, valid-type]
         kind = "video"
 
-        def __init__(self) -> None:
-            super().__init__()
-            self._sent = 0
-
         async def recv(self) -> av.VideoFrame:
-            await clock.wait_until(self._sent / output.fps)
+            index = output.video_index
+            await clock.wait_until(index / output.fps)
             if self.readyState != "live":
                 raise _media_error()
+            # While nobody speaks the loop goes out at a lower rate (encoding is most of a listening
+            # call's CPU); speech, and anything queued to be said, goes out at the full rate.
+            stride = 1 if output.speaking else output.idle_stride
             frame = av.VideoFrame.from_ndarray(output.video_frame(), format="rgb24")
-            frame.pts = self._sent * (VIDEO_CLOCK // output.fps)
+            output.video_index += stride - 1
+            frame.pts = index * (VIDEO_CLOCK // output.fps)
             frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
-            self._sent += 1
             return frame
 
     return AvatarAudio(), AvatarVideo()
