@@ -28,6 +28,7 @@ from engines.llm.base import LLMUnavailableError
 from engines.tts.text import LanguageDetector, normalize_language
 from realtime_avatar import logs
 from realtime_avatar.conversation import (
+    MessageTooLongError,
     ReplyPlanner,
     Session,
     SessionTable,
@@ -316,7 +317,7 @@ class ConversationDeployment:
         context = (await self.llm.ready.remote()).get("context_tokens") or self.chat_settings.history_tokens
         budget = min(self.chat_settings.history_tokens, int(context) - self.chat_settings.reply_max_tokens)
         if self._system_tokens[system] + user_tokens > budget:
-            raise InputError("the message is too long for the model's context", code="message_too_long")
+            raise MessageTooLongError("the message is too long for the model's context")
         messages, dropped = build_messages(system, self._system_tokens[system], session.turns, message,
                                            user_tokens, budget)
         return messages, user_tokens, dropped
