@@ -42,9 +42,9 @@ from tests.test_web_browser import (
 
 SERVER_ENV = {"AVATAR_CHAT__TEMPERATURE": "0"}  # greedy decoding: the same replies every run
 QUESTION = "What do you do for a living?"
-# The fake microphone starts playing when the page opens it (getUserMedia), before the call is up: the
-# question waits this long in silence, time enough to signal and connect.
-LEAD_IN_S = 6.0
+# The fake microphone starts the file when the page opens it (getUserMedia, each call anew), before the
+# call is up: the question waits this long in silence, time enough to signal and connect.
+LEAD_IN_S = 8.0
 TAIL_S = 1.5  # silence after the question: the end of the turn
 RATE = 48000
 
@@ -159,10 +159,23 @@ def test_a_voice_call_from_the_page_is_heard_answered_and_hung_up(api_server, qu
     with signaling(api_server) as base, chromium(question_wav) as driver:
         open_page(driver, base)
         assert call_state(driver) == "off" and mic_button(driver).text == "Talk"
+        # A first call, hung up as soon as it is up: the runtime's first call prepares the avatar's idle
+        # loop, which may outlast the question's lead-in on a busy machine; the second call is the test's.
         mic_button(driver).click()
         wait_for(lambda: call_state(driver) != "off", 2, "the call to begin")
+        assert mic_button(driver).text == "Hang up"  # a call being set up can be abandoned too
+        wait_for(lambda: call_state(driver) not in ("off", "connecting"), 90, "the first call to connect")
+        first_call = driver.execute_script("return window.__avatarCall.callId")
+        mic_button(driver).click()
+        wait_for(lambda: call_state(driver) == "off", 5, "the first call to end")
+        earlier = len(voice_messages(driver, "user"))
+
+        mic_button(driver).click()
+        asked = time.monotonic()
         wait_for(lambda: call_state(driver) not in ("off", "connecting"), 60, "the call to connect")
-        assert mic_button(driver).text == "Hang up"
+        connect_s = time.monotonic() - asked
+        call_id = driver.execute_script("return window.__avatarCall.callId")
+        assert call_id != first_call
         # The avatar's live video replaces the idle face once it has a picture, before anyone speaks.
         wait_for(lambda: call_video(driver)["active"], 30, "the call's video to play")
         video = call_video(driver)
@@ -171,6 +184,7 @@ def test_a_voice_call_from_the_page_is_heard_answered_and_hung_up(api_server, qu
         shot(driver, "call_1_listening")
         start = rtc_stats(driver)
         assert start["connection"]["state"] == "connected", start
+        assert connect_s < LEAD_IN_S, f"the call took {connect_s:.1f} s to connect: the question was missed"
 
         # The question plays into the microphone: its caption, then the avatar's answer.
         seen_captions: list[str] = []
@@ -180,11 +194,11 @@ def test_a_voice_call_from_the_page_is_heard_answered_and_hung_up(api_server, qu
             if text and (not seen_captions or seen_captions[-1] != text):
                 seen_captions.append(text)
             return any("living" in m["text"].lower() and m["status"] == "done"
-                       for m in voice_messages(driver, "user"))
+                       for m in voice_messages(driver, "user")[earlier:])
 
         wait_for(heard, 90, "the caption of the question")
-        question = next(m for m in voice_messages(driver, "user") if "living" in m["text"].lower())
-        print(f"heard: {question['text']!r} (captions shown: {seen_captions})")
+        question = next(m for m in voice_messages(driver, "user")[earlier:] if "living" in m["text"].lower())
+        assert question["lang"] == "en", question
         assert any("living" in c.lower() for c in seen_captions), seen_captions
         shot(driver, "call_2_caption")
         wait_for(lambda: any(m["text"].strip() for m in voice_messages(driver, "avatar")), 120,
@@ -198,17 +212,22 @@ def test_a_voice_call_from_the_page_is_heard_answered_and_hung_up(api_server, qu
         decoded = after["video"]["framesDecoded"] - start["video"]["framesDecoded"]
         audio_bytes = after["audio"]["bytesReceived"] - start["audio"]["bytesReceived"]
         energy = after["audio"]["totalAudioEnergy"] - before["audio"]["totalAudioEnergy"]
-        print(f"framesDecoded {start['video']['framesDecoded']} -> {after['video']['framesDecoded']}, "
-              f"audio bytesReceived {start['audio']['bytesReceived']} -> {after['audio']['bytesReceived']}, "
-              f"audio energy while speaking +{energy:.4f}, frame change {change:.0f}")
-        assert after["video"]["framesDecoded"] > before["video"]["framesDecoded"] + 10  # ~25 fps
+        assert after["video"]["framesDecoded"] > before["video"]["framesDecoded"] + 10  # frames keep coming
         assert decoded > 50 and audio_bytes > 5000, (start, after)
         assert energy > 0, (before, after)  # sound, not only silence packets
         assert change > 10, change  # the face moves while it speaks
         wait_for(lambda: call_state(driver) == "listening", 180, "the reply to end")
         reply = voice_messages(driver, "avatar")[-1]
         assert reply["status"] == "done" and len(reply["text"]) > 3, reply
-        print(f"reply: {reply['text']!r}")
+        timings = driver.execute_script("""
+            return window.__avatarCall.events.filter(e => e.type === 'turn_timings')
+                .map(e => e.timings_ms)""")
+        end = rtc_stats(driver)
+        print(f"\ncall connected in {connect_s:.1f} s; heard {question['text']!r}; captions shown "
+              f"{seen_captions}\nreply {reply['text']!r}\nturn timings (ms after the end of speech) {timings}"
+              f"\nvideo framesDecoded {start['video']['framesDecoded']} -> {end['video']['framesDecoded']}, "
+              f"audio bytesReceived {start['audio']['bytesReceived']} -> {end['audio']['bytesReceived']}, "
+              f"audio energy over 1 s of speech +{energy:.4f}, largest pixel change {change:.0f}")
 
         # Typed text inside the call goes over the data channel and is answered in the call.
         say(driver, "Where do you live?")
@@ -218,16 +237,18 @@ def test_a_voice_call_from_the_page_is_heard_answered_and_hung_up(api_server, qu
         assert [m.find_element(By.CSS_SELECTOR, ".text").text for m in typed] == ["Where do you live?"]
         shot(driver, "call_4_typed")
         wait_for(lambda: call_state(driver) == "listening", 180, "the typed reply to end")
+        print(f"typed reply {voice_messages(driver, 'avatar')[-1]['text']!r}")
 
         # Hang up: the call ends on both sides, and the idle face is back.
-        call_id = driver.execute_script("return window.__avatarCall.callId")
         mic_button(driver).click()
         wait_for(lambda: call_state(driver) == "off", 5, "the hang-up")
         assert driver.execute_script("return window.__avatarCall.pc.connectionState") == "closed"
         assert not call_video(driver)["active"] and mic_button(driver).text == "Talk"
         assert phase(driver) == "ready" and not problem_text(driver)
-        wait_for(lambda: httpx.get(f"{api_server}/v1/rtc/calls/{call_id}", timeout=5,
-                                   trust_env=False).status_code == 404, 10, "the runtime to end the call")
+        for ended in (first_call, call_id):
+            url = f"{api_server}/v1/rtc/calls/{ended}"
+            wait_for(lambda u=url: httpx.get(u, timeout=5, trust_env=False).status_code == 404, 10,
+                     "the runtime to end the call")
         shot(driver, "call_5_hung_up")
 
 

@@ -32,8 +32,10 @@ const GATHER_TIMEOUT_MS = 4000 // a STUN server that never answers: offer the ca
 const CONNECT_TIMEOUT_MS = 20000
 const DISCONNECT_GRACE_MS = 5000 // "disconnected" often recovers (a Wi-Fi hiccup); "failed" does not
 
-// For tests and debugging (the browser test reads getStats() from it): the page's current or last call.
-interface CallDebug { pc: RTCPeerConnection; callId: string | null; events: string[] }
+// For tests and debugging (the browser test reads getStats() from it): the page's current or last call,
+// with the events it received (the last few hundred).
+interface CallDebug { pc: RTCPeerConnection; callId: string | null; events: CallEvent[] }
+const DEBUG_EVENTS = 500
 declare global { interface Window { __avatarCall?: CallDebug } }
 
 function micError(error: unknown): ApiError {
@@ -100,7 +102,8 @@ export class Call {
     this.channel.addEventListener('message', (e: MessageEvent) => {
       const event = parseEvent(e.data)
       if (!event || this.closed) return
-      this.debug.events.push(event.type)
+      this.debug.events.push(event)
+      if (this.debug.events.length > DEBUG_EVENTS) this.debug.events.shift()
       handlers.onEvent(event)
     })
     this.channel.addEventListener('close', () => { this.lost('connection_lost', 'the call’s event channel closed') })
