@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 import soundfile as sf
 
+from engines.tts.text import AUTO, LANGUAGES
 from realtime_avatar import logs
 from realtime_avatar.config import RealtimeSettings
 from realtime_avatar.logs import event
@@ -248,7 +249,7 @@ class Call:
         if not text:  # noise the VAD let through, or words whisper could not make out
             self._set_state(p.LISTENING)
             return
-        language = self.language if self.language != "auto" else str(result.get("language") or "auto")
+        language = self.language if self.language != "auto" else _spoken(result.get("language"))
         self.emit(p.TRANSCRIPT, text=text, language=language, final=True, turn=times.turn)
         await self._answer(text, language, times)
 
@@ -419,6 +420,12 @@ class Call:
     @property
     def in_flight(self) -> int:
         return len(self._tasks)
+
+
+def _spoken(language: Any) -> str:
+    """Whisper's language when the avatar speaks it; else auto (the conversation reads the text itself:
+    whisper takes short Spanish for Italian or Portuguese now and then)."""
+    return language if language in LANGUAGES else AUTO
 
 
 def _wav(audio: np.ndarray) -> bytes:
