@@ -25,7 +25,7 @@ Definitions (per turn):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -99,7 +99,10 @@ class CallMedia:
     utterances: list[SentUtterance]
     events: list[TimedEvent]
     ended_at: float
-    frame_pts_s: np.ndarray = field(default_factory=lambda: np.zeros(0))  # sender's stamps, s
+    # The same media on the sender's timestamps (each track's pts anchored at its least-delayed frame):
+    # A/V sync as stamped, apart from how late each track went out or arrived.
+    pts_envelope: Envelope | None = None
+    pts_frame_times: np.ndarray | None = None
 
 
 def rms_windows(pcm: np.ndarray, sample_rate: int, window_s: float = WINDOW_S) -> np.ndarray:
@@ -324,6 +327,9 @@ def measure_turns(media: CallMedia, *, av_window_s: float = 0.5) -> list[dict[st
             a = (env.times >= onset - av_window_s - 0.5) & (env.times < reply_end + av_window_s + 0.5)
             lag, corr = av_lag(Envelope(env.times[a], env.rms[a], env.window_s), media.frame_times[pick],
                                media.mouth[pick])
+            if media.pts_envelope is not None and media.pts_frame_times is not None:
+                pts_lag, _ = av_lag(media.pts_envelope, media.pts_frame_times[pick], media.mouth[pick])
+                row["av_lag_pts_ms"] = _ms(pts_lag)
             row["pacing"] = frame_pacing(media.frame_times[(media.frame_times >= onset)
                                                            & (media.frame_times < reply_end)])
         row["av_lag_ms"] = _ms(lag)
