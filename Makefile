@@ -7,7 +7,7 @@ DEMO_EN := Hello! I am a realtime avatar. I can speak English, Mandarin and Span
 DEMO_ZH := 你好！我是一个实时数字人，很高兴认识你。
 DEMO_ES := ¡Hola! Soy un avatar en tiempo real. Encantado de conocerte.
 
-.PHONY: setup run serve render demo test lint bench bench-serve bench-chat chat loadtest eval clean compose-env cost
+.PHONY: setup run serve render demo test lint bench bench-serve bench-chat bench-realtime chat loadtest eval clean compose-env cost
 
 WEB_DIST := web/dist/index.html
 WEB_SOURCES := web/package.json web/package-lock.json web/index.html web/vite.config.ts web/tsconfig.json \
@@ -67,6 +67,11 @@ bench: setup
 # Chat through the served graph: first-clip latency, replies per bundled LLM, memory over 50 turns.
 bench-chat: setup
 	$(BIN)/python -m benchmarks.chat
+
+# Voice calls (aiortc client, 21 turns over en/zh/es, 3 barge-ins): latency, barge-in, A/V lag, fps
+# measured on the received media; out/bench/realtime.{md,json}. URL=http://... to call a running runtime.
+bench-realtime: setup
+	$(BIN)/python -m benchmarks.realtime $(if $(URL),--url $(URL),)
 
 # Serve overhead, time to first fragment, and locust at 1/2/4 users (starts its own cpu server).
 bench-serve: setup
