@@ -288,6 +288,7 @@ class Animation:
     def load(self) -> None:
         _load(self.renderer)
         self.default_avatar_id = self.prepare_avatar(bundled_portrait_png())["avatar_id"]
+        self.idle_frames(self.portrait(None))  # drawn now, so the first call does not wait for it
 
     def prepare_avatar(self, image: bytes) -> dict[str, Any]:
         size = self.settings.render.size
