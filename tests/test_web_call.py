@@ -112,9 +112,11 @@ def voice_messages(driver: WebDriver, role: str) -> list[dict[str, str]]:
             text: m.querySelector('.text').textContent, status: m.dataset.status, lang: m.lang}))""", role)
 
 
-def caption(driver: WebDriver) -> str:
-    found = driver.find_elements(By.CSS_SELECTOR, ".stage .caption")
-    return found[0].text if found else ""
+def caption(driver: WebDriver, who: str = "user") -> str:
+    """The line of the call's caption on the video for ``who`` ("user" or "avatar"), without its label."""
+    return driver.execute_script("""
+        const line = document.querySelector('.stage .caption[data-who="' + arguments[0] + '"]');
+        return line ? line.lastChild.textContent : '';""", who)
 
 
 def call_video(driver: WebDriver) -> dict[str, Any]:
@@ -186,66 +188,87 @@ def test_a_voice_call_from_the_page_is_heard_answered_and_hung_up(api_server, qu
         assert start["connection"]["state"] == "connected", start
         assert connect_s < LEAD_IN_S, f"the call took {connect_s:.1f} s to connect: the question was missed"
 
-        # The question plays into the microphone: its caption, then the avatar's answer.
-        seen_captions: list[str] = []
-
-        def heard() -> bool:
-            text = caption(driver)
-            if text and (not seen_captions or seen_captions[-1] != text):
-                seen_captions.append(text)
-            return any("living" in m["text"].lower() and m["status"] == "done"
-                       for m in voice_messages(driver, "user")[earlier:])
-
-        wait_for(heard, 90, "the caption of the question")
-        question = next(m for m in voice_messages(driver, "user")[earlier:] if "living" in m["text"].lower())
+        # The question plays into the microphone: its caption on the video (it stays up through the
+        # reply), its entry in the transcript, then the avatar's answer.
+        wait_for(lambda: "living" in caption(driver).lower(), 90, "the caption of the question")
+        heard = caption(driver)
+        question = wait_for(lambda: next((m for m in voice_messages(driver, "user")[earlier:]
+                                          if "living" in m["text"].lower() and m["status"] == "done"), None),
+                            5, "the question in the transcript")
         assert question["lang"] == "en", question
-        assert any("living" in c.lower() for c in seen_captions), seen_captions
         shot(driver, "call_2_caption")
         wait_for(lambda: any(m["text"].strip() for m in voice_messages(driver, "avatar")), 120,
                  "the reply's text")
         wait_for(lambda: call_state(driver) == "speaking", 120, "the avatar to speak")
+        # "speaking" comes on the data channel as the first sentence is queued; its sound follows on the
+        # media path, late by the jitter buffer (and by seconds on a starved machine).
         before, before_frame = rtc_stats(driver), call_frame(driver)
-        time.sleep(1.0)
-        after, after_frame = rtc_stats(driver), call_frame(driver)
+
+        def sounding() -> dict[str, Any] | None:
+            stats = rtc_stats(driver)
+            return stats if stats["audio"]["totalAudioEnergy"] > before["audio"]["totalAudioEnergy"] else None
+
+        after = wait_for(sounding, 20, "the avatar's voice to arrive", every=0.25)
+        time.sleep(0.5)
+        after_frame = call_frame(driver)
         shot(driver, "call_3_speaking")
         change = float(np.abs(after_frame - before_frame).max())
         decoded = after["video"]["framesDecoded"] - start["video"]["framesDecoded"]
         audio_bytes = after["audio"]["bytesReceived"] - start["audio"]["bytesReceived"]
         energy = after["audio"]["totalAudioEnergy"] - before["audio"]["totalAudioEnergy"]
-        assert after["video"]["framesDecoded"] > before["video"]["framesDecoded"] + 10  # frames keep coming
-        assert decoded > 50 and audio_bytes > 5000, (start, after)
-        assert energy > 0, (before, after)  # sound, not only silence packets
+        assert after["video"]["framesDecoded"] > before["video"]["framesDecoded"]  # frames keep coming
+        assert decoded > 50 and audio_bytes > 2000, (start, after)
         assert change > 10, change  # the face moves while it speaks
         wait_for(lambda: call_state(driver) == "listening", 180, "the reply to end")
         reply = voice_messages(driver, "avatar")[-1]
-        assert reply["status"] == "done" and len(reply["text"]) > 3, reply
+        assert reply["status"] == "done" and len(reply["text"]) > 3 and reply["lang"] == "en", reply
         timings = driver.execute_script("""
             return window.__avatarCall.events.filter(e => e.type === 'turn_timings')
                 .map(e => e.timings_ms)""")
         end = rtc_stats(driver)
-        print(f"\ncall connected in {connect_s:.1f} s; heard {question['text']!r}; captions shown "
-              f"{seen_captions}\nreply {reply['text']!r}\nturn timings (ms after the end of speech) {timings}"
+        print(f"\ncall connected in {connect_s:.1f} s; caption {heard!r}; transcript {question['text']!r}"
+              f"\nreply {reply['text']!r}\nturn timings (ms after the end of speech) {timings}"
               f"\nvideo framesDecoded {start['video']['framesDecoded']} -> {end['video']['framesDecoded']}, "
               f"audio bytesReceived {start['audio']['bytesReceived']} -> {end['audio']['bytesReceived']}, "
-              f"audio energy over 1 s of speech +{energy:.4f}, largest pixel change {change:.0f}")
+              f"audio energy at the first sound +{energy:.4f}, largest pixel change {change:.0f}")
 
-        # Typed text inside the call goes over the data channel and is answered in the call.
+        # Typed text inside the call goes over the data channel and is answered in the call; the stop
+        # button cuts that answer while it is spoken.
         say(driver, "Where do you live?")
         wait_for(lambda: len([m for m in voice_messages(driver, "avatar") if m["text"].strip()]) >= 2, 120,
                  "the reply to the typed message")
         typed = driver.find_elements(By.CSS_SELECTOR, '.msg.user[data-via="call-text"]')
         assert [m.find_element(By.CSS_SELECTOR, ".text").text for m in typed] == ["Where do you live?"]
         shot(driver, "call_4_typed")
-        wait_for(lambda: call_state(driver) == "listening", 180, "the typed reply to end")
-        print(f"typed reply {voice_messages(driver, 'avatar')[-1]['text']!r}")
+        wait_for(lambda: call_state(driver) == "speaking", 120, "the typed reply to be spoken")
+        stop = driver.find_element(By.CSS_SELECTOR, "button.stop")
+        assert stop.is_enabled()
+        stop.click()
+        wait_for(lambda: voice_messages(driver, "avatar")[-1]["status"] == "stopped", 5, "the reply to stop")
+        wait_for(lambda: call_state(driver) == "listening", 5, "listening again")
+        assert not stop.is_enabled()
+        print(f"typed reply, stopped: {voice_messages(driver, 'avatar')[-1]['text']!r}")
+
+        # The language toggle starts a new conversation, and the call moves with it (called again).
+        driver.find_element(By.CSS_SELECTOR, 'input[name="lang"][value="es"]').click()
+        def moved() -> dict[str, Any] | None:
+            return driver.execute_script("""
+                const call = window.__avatarCall;
+                const started = call.events.find(e => e.type === 'call_started');
+                return call.callId !== arguments[0] && started || null""", call_id)
+
+        started = wait_for(moved, 60, "the call in the Spanish conversation")
+        spanish_call = started["call_id"]
+        assert started["language"] == "es" and mic_button(driver).text == "Colgar", started
+        wait_for(lambda: call_video(driver)["active"], 30, "the Spanish call's video")
 
         # Hang up: the call ends on both sides, and the idle face is back.
         mic_button(driver).click()
         wait_for(lambda: call_state(driver) == "off", 5, "the hang-up")
         assert driver.execute_script("return window.__avatarCall.pc.connectionState") == "closed"
-        assert not call_video(driver)["active"] and mic_button(driver).text == "Talk"
+        assert not call_video(driver)["active"] and mic_button(driver).text == "Hablar"
         assert phase(driver) == "ready" and not problem_text(driver)
-        for ended in (first_call, call_id):
+        for ended in (first_call, call_id, spanish_call):  # the runtime holds none of them any more
             url = f"{api_server}/v1/rtc/calls/{ended}"
             wait_for(lambda u=url: httpx.get(u, timeout=5, trust_env=False).status_code == 404, 10,
                      "the runtime to end the call")

@@ -15,7 +15,9 @@ type CallState = 'connecting' | 'listening' | 'user_speaking' | 'thinking' | 'sp
 interface Message {
   id: number; role: 'user' | 'avatar'; text: string; lang?: string; status: Status; via?: 'voice' | 'call-text'
 }
-interface Caption { who: 'user' | 'avatar'; turn: number; text: string }
+// The call's caption on the video: what the user said in the latest turn, and the reply to it so far
+// (turn null: a typed message waiting for the runtime to number its turn).
+interface Caption { turn: number | null; user: string; avatar: string }
 interface Problem { key: StringKey; seconds: number; detail: string; retry: (() => void) | null }
 interface Reply { controller: AbortController; player: Player | null; messageId: number; greeting: boolean }
 
@@ -80,8 +82,8 @@ export default function App() {
   const calling = useRef<AbortController | null>(null)
   const noMediaTimer = useRef<number | undefined>(undefined)
   // Each call turn's messages in the transcript, and a typed message waiting for its turn number.
-  const turns = useRef(new Map<number, { user?: number; avatar?: number }>())
-  const typedInCall = useRef<number | null>(null)
+  const turns = useRef(new Map<number, { user?: number; avatar?: number; lang?: string }>())
+  const typedInCall = useRef<{ id: number; lang?: string } | null>(null)
   const logRef = useRef<HTMLOListElement>(null)
   const stage = useRef<Stage | null>(null)
   const session = useRef<Session | null>(null)
@@ -274,10 +276,11 @@ export default function App() {
     const language = langRef.current
     const live = call.current
     if (live) { // in a call, typed text goes over the call's data channel and is answered in the call
-      const id = addMessage({ role: 'user', text: message, lang: language === 'auto' ? undefined : language,
-        status: 'done', via: 'call-text' })
+      const lang = language === 'auto' ? undefined : language
+      const id = addMessage({ role: 'user', text: message, lang, status: 'done', via: 'call-text' })
       if (live.sendText(message, language)) {
-        typedInCall.current = id
+        typedInCall.current = { id, lang }
+        setCaption({ turn: null, user: message, avatar: '' })
         setProblem(null)
       } else {
         setMessages((all) => all.filter((m) => m.id !== id))
@@ -324,13 +327,14 @@ export default function App() {
       turns.current.set(turn, entry)
       // The runtime numbers the turns: a typed message learns its number from its turn's first event.
       if (typedInCall.current !== null) {
-        entry.user = typedInCall.current
+        entry.user = typedInCall.current.id
+        entry.lang = typedInCall.current.lang
         typedInCall.current = null
       }
     }
     const known = entry[role]
     if (known !== undefined) return known
-    const id = addMessage({ role, text: '', status: 'streaming', via: 'voice' })
+    const id = addMessage({ role, text: '', lang: entry.lang, status: 'streaming', via: 'voice' })
     entry[role] = id
     return id
   }, [addMessage])
@@ -349,22 +353,26 @@ export default function App() {
         break
       case 'interrupted': {
         setCallState('interrupted')
+        // Its text may be complete (reply_done) while its speech was cut: either way it was stopped.
         const id = turns.current.get(event.turn)?.avatar
-        if (id !== undefined) patch(id, (m) => (m.status === 'streaming' ? { status: 'stopped' } : {}))
+        if (id !== undefined) patch(id, () => ({ status: 'stopped' }))
         break
       }
       case 'transcript': {
         const id = turnMessage(event.turn, 'user')
+        const entry = turns.current.get(event.turn)
+        if (entry) entry.lang = event.language // the reply's language too
         patch(id, () => ({ text: event.text, lang: event.language, status: event.final ? 'done' : 'streaming' }))
-        setCaption({ who: 'user', turn: event.turn, text: event.text })
+        setCaption((c) => (c?.turn === event.turn ? { ...c, user: event.text }
+          : { turn: event.turn, user: event.text, avatar: '' }))
         break
       }
       case 'reply_text': {
         const id = turnMessage(event.turn, 'avatar')
         patch(id, (m) => ({ text: m.text + event.delta }))
-        setCaption((c) => (c?.who === 'avatar' && c.turn === event.turn
-          ? { ...c, text: c.text + event.delta }
-          : { who: 'avatar', turn: event.turn, text: event.delta }))
+        setCaption((c) => (c && (c.turn === event.turn || c.turn === null)
+          ? { ...c, turn: event.turn, avatar: c.avatar + event.delta }
+          : { turn: event.turn, user: '', avatar: event.delta }))
         break
       }
       case 'reply_done': {
@@ -538,9 +546,16 @@ export default function App() {
               onPlaying={() => { setCallShown(true); setCallBlocked(false) }}
             />
             {callState && caption && (
-              <p className="caption" data-who={caption.who}>
-                <span className="sr-only">{caption.who === 'user' ? t('you') : t('avatar')}: </span>{caption.text}
-              </p>
+              <div className="captions">
+                {caption.user && (
+                  <p className="caption" data-who="user"><span className="sr-only">{t('you')}: </span>{caption.user}</p>
+                )}
+                {caption.avatar && (
+                  <p className="caption" data-who="avatar">
+                    <span className="sr-only">{t('avatar')}: </span>{caption.avatar}
+                  </p>
+                )}
+              </div>
             )}
             {callBlocked && (
               <button type="button" className="overlay-play" onClick={() => {
