@@ -76,7 +76,14 @@ def origin_allowed(origin: str, host: str, allowed: list[str]) -> bool:
     return parts.hostname in LOOPBACK_HOSTS and parts.netloc == host.strip().lower()
 
 
-def access_problem(path: str, headers: dict[str, str], settings: Settings) -> Refusal | None:
+def is_preflight(method: str, headers: dict[str, str]) -> bool:
+    """A browser's CORS preflight: it never carries credentials, so it cannot carry the key."""
+    return method == "OPTIONS" and "origin" in headers and "access-control-request-method" in headers
+
+
+def access_problem(
+    path: str, headers: dict[str, str], settings: Settings, method: str = "GET"
+) -> Refusal | None:
     """Why a request may not use the API (no or wrong key, a foreign Origin), or None. ``headers``:
     lower-case names."""
     serve = settings.serve
@@ -84,7 +91,7 @@ def access_problem(path: str, headers: dict[str, str], settings: Settings) -> Re
     if origin is not None and not origin_allowed(origin, headers.get("host", ""), serve.allowed_origins):
         return Refusal(403, "origin_not_allowed", "requests from this origin are not allowed "
                        "(serve.allowed_origins)")
-    if serve.api_key is None or path in OPEN_PATHS:
+    if serve.api_key is None or path in OPEN_PATHS or is_preflight(method, headers):
         return None
     # X-API-Key too: a caller behind Cloud Run IAM (the signaling service) sends its ID token as the bearer.
     scheme, _, bearer = headers.get("authorization", "").partition(" ")
@@ -128,10 +135,10 @@ class EdgeGuard:
             scope["headers"] = [*raw, (b"x-request-id", request_id.encode())]
         origin = headers.get("origin")
         try:
-            problem = access_problem(scope["path"], headers, self.settings)
+            problem = access_problem(scope["path"], headers, self.settings, scope["method"])
             if problem is not None:
                 raise problem
-            if scope["method"] == "OPTIONS" and origin is not None:
+            if origin is not None and is_preflight(scope["method"], headers):
                 await self._preflight(send, origin, request_id)
                 return
             if "content-length" in headers or "transfer-encoding" in headers:

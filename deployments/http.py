@@ -205,7 +205,8 @@ def install_error_handlers(app: FastAPI) -> None:
         logs.request_id.set(request.state.request_id)
         # The proxy's edge guard checks this first; checked again here for an app served without it.
         settings = getattr(app.state, "settings", None)
-        problem = settings and access_problem(request.url.path, dict(request.headers), settings)
+        headers = dict(request.headers)
+        problem = settings and access_problem(request.url.path, headers, settings, request.method)
         if problem:
             return error_response(problem.status, problem.code, problem.message, problem.headers)
         try:

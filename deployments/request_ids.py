@@ -2,8 +2,8 @@
 
 ``X-Request-ID`` is kept only if it is a short token (<= 64 of ``[A-Za-z0-9._-]``); anything else is
 replaced by a fresh id. Serve's proxy reads the header itself (its access log, and the ``X-Request-ID`` it
-returns), so ``proxy_middlewares`` puts the same check in front of it: ``graphs.launch`` names it in
-``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH`` before Ray starts. Light on imports: the proxy loads it.
+returns), so ``deployments.edge.proxy_middlewares`` puts ``RequestIdGuard`` in front of it. Light on
+imports: the proxy loads it.
 """
 
 from __future__ import annotations
@@ -44,9 +44,3 @@ class RequestIdGuard:
                 scope["headers"] = [(k, v) for k, v in headers if k.lower() != HEADER] + [(HEADER, kept)]
         await self.app(scope, receive, send)
 
-
-def proxy_middlewares() -> list[Any]:
-    """For Serve's proxy (``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH``): the request id check."""
-    from starlette.middleware import Middleware
-
-    return [Middleware(RequestIdGuard)]

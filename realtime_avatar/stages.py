@@ -251,14 +251,22 @@ class SpeechSynthesis:
 
     def delete_voice(self, voice_id: str) -> dict[str, Any]:
         """Remove a stored voice from the store (every node, with a bucket); 404 if there is none."""
-        if not _delete(self.store, "voices", voice_id):
-            raise UnknownAssetError(f"no voice with id {str(voice_id)[:64]!r}", code="voice_not_found")
+        voice = self.voice(voice_id)  # 404 voice_not_found if there is none
+        assert voice is not None
+        _delete(self.store, "voices", voice_id)
+        forget = getattr(self.engine, "forget_voice", None)  # what the engine keeps of it (XTTS latents)
+        if forget is not None:
+            forget(voice)
         event(log, "voice_deleted", voice_id=voice_id)
         return {"voice_id": voice_id, "deleted": True}
 
     def purge(self) -> int:
-        """Delete stored voices past ``store.retention_s``."""
-        return self.store.purge("voices")
+        """Delete stored voices past ``store.retention_s`` (and engine caches of them, e.g. XTTS latents)."""
+        gone = self.store.purge("voices")
+        purge_cache, retention = getattr(self.engine, "purge_cache", None), self.settings.store.retention_s
+        if purge_cache is not None and retention is not None:
+            gone += purge_cache(retention)
+        return gone
 
     def stream(self, text: str, language: str, voice_id: str | None = None) -> Iterator[AudioChunk]:
         """Bad text, language or voice raise here, before the first chunk. Chunks carry their offsets."""

@@ -402,9 +402,13 @@ def test_uploaded_voice_is_deleted_and_expires(api_server, serve_cache, speech_w
 
 FUZZ_REQUESTS = 300
 FUZZ_BUDGET_S = 180
-ROUTES = ("/healthz", "/readyz", "/v1/voices", "/v1/avatars", "/v1/render", "/v1/tts", "/v1/asr",
-          "/v1/chat", "/v1/chat/sessions", "/v1/chat/sessions/{id}", "/v1/chat/sessions/{id}/greeting",
-          "/v1/voices/{id}", "/v1/avatars/{id}", "/v1/rtc/offer", "/v1/rtc/config", "/docs", "/openapi.json")
+ROUTES = {  # path -> the method it serves
+    "/healthz": "GET", "/readyz": "GET", "/v1/voices": "POST", "/v1/avatars": "POST", "/v1/render": "POST",
+    "/v1/tts": "POST", "/v1/asr": "POST", "/v1/chat": "POST", "/v1/chat/sessions": "POST",
+    "/v1/chat/sessions/{id}": "GET", "/v1/chat/sessions/{id}/greeting": "GET", "/v1/voices/{id}": "DELETE",
+    "/v1/avatars/{id}": "DELETE", "/v1/rtc/offer": "POST", "/v1/rtc/config": "GET", "/docs": "GET",
+    "/openapi.json": "GET",
+}
 HOSTILE = ("", " ", "\x00", "\u202e", "\u200b" * 5, "\ud800", "é", "你好", "¡Hola!", "\r\n", "%00", "../",
            "<script>", "' OR 1=1", "\u3000", "\U0001f600", "a" * 300)
 WORDS = ("Hi.", "Hello there.", "en", "zh", "es", "auto", "ES", "xx")
@@ -443,10 +447,12 @@ def _multipart(rng, media_type: str, data: bytes) -> tuple[str, bytes]:
 
 
 def _fuzz_request(rng, media: dict[str, bytes]) -> dict:
-    path = rng.choice(ROUTES).replace("{id}", rng.choice(("0" * 32, "f" * 31, "zz", "x" * 300, "%2e%2e")))
+    route = rng.choice(sorted(ROUTES))
+    path = route.replace("{id}", rng.choice(("0" * 32, "f" * 31, "zz", "x" * 300, "%2e%2e")))
     if rng.random() < 0.1:
         path = "/" + "".join(rng.choice("abc/%.-_~") for _ in range(rng.randint(1, 40)))
-    method = rng.choice(("GET", "POST", "POST", "POST", "DELETE", "PUT", "OPTIONS", "HEAD"))
+    method = ROUTES[route] if rng.random() < 0.8 else rng.choice(("GET", "POST", "DELETE", "PUT", "OPTIONS",
+                                                                  "HEAD"))
     headers: dict[str, str] = {}
     body = None
     shape = rng.random()

@@ -6,11 +6,13 @@ weights say nothing about voice quality: these tests check the plumbing (files, 
 streaming, caching, language codes, per-call limits), not how it sounds.
 """
 
+import os
 import pickle
 import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import librosa
@@ -190,6 +192,23 @@ def test_voice_latents_are_computed_once_then_read_from_disk(
     # The key covers the sample rate: the same samples at another rate are another voice.
     engine.prepare_voice(clip, sample_rate * 2)
     assert calls["get_gpt_cond_latents"] == 2
+
+
+def test_a_deleted_voice_leaves_no_latents(checkpoint, engine, latents_dir, lj_speech, calls):
+    """DELETE /v1/voices reaches the engine: its memory entry and cached latents go (issue 15)."""
+    pcm, sample_rate = lj_speech
+    clip = pcm[sample_rate: 4 * sample_rate]  # a clip no other test prepares
+    voice = engine.prepare_voice(clip, sample_rate)
+    cached = engine._latents_path(voice.voice_id)
+    assert cached.is_file() and engine.cached_voice(voice.voice_id) is voice
+    engine.forget_voice(voice)
+    assert not cached.exists() and engine.cached_voice(voice.voice_id) is None
+    engine.prepare_voice(clip, sample_rate)  # computed again, not read back
+    assert calls["get_gpt_cond_latents"] == 2
+    assert engine.purge_cache(3600) == 0 and cached.is_file()
+    old = time.time() - 7200
+    os.utime(cached, (old, old))
+    assert engine.purge_cache(3600) >= 1 and not cached.exists()
 
 
 def test_a_fresh_process_clones_and_speaks(checkpoint, tmp_path, data_dir):

@@ -81,6 +81,11 @@ class TTSEngine(ABC):
                 self._voices.popitem(last=False)
         return voice
 
+    def forget_voice(self, voice: Voice) -> None:
+        """Drop what this engine keeps of ``voice`` (a deleted voice leaves nothing behind)."""
+        with self._voice_lock:
+            self._voices.pop(voice.voice_id, None)
+
     def cached_voice(self, voice_id: str) -> Voice | None:
         with self._voice_lock:
             return self._voices.get(voice_id)

@@ -14,6 +14,7 @@ import hashlib
 import json
 import pickle
 import threading
+import time
 import zipfile
 from collections.abc import Iterator, Mapping
 from functools import cache, cached_property
@@ -219,8 +220,26 @@ class XTTSEngine(TTSEngine):
     # --- voices ----------------------------------------------------------------------------------------
 
     def _cache_path(self, audio: np.ndarray, sample_rate: int) -> Path:
-        key = hashlib.sha256(f"{content_hash(audio, sample_rate)}:{self.model_id}".encode()).hexdigest()
+        return self._latents_path(content_hash(audio, sample_rate))  # the Voice's voice_id
+
+    def _latents_path(self, voice_id: str) -> Path:
+        key = hashlib.sha256(f"{voice_id}:{self.model_id}".encode()).hexdigest()
         return self.cache_dir / key[:2] / f"{key}.npz"
+
+    def forget_voice(self, voice: Voice) -> None:
+        """A deleted voice: its cached latents go too."""
+        super().forget_voice(voice)
+        self._latents_path(voice.voice_id).unlink(missing_ok=True)
+
+    def purge_cache(self, max_age_s: float) -> int:
+        """Delete cached latents older than ``max_age_s`` (the store's retention); how many went."""
+        now, gone = time.time(), 0
+        for path in self.cache_dir.glob("*/*.npz") if self.cache_dir.is_dir() else ():
+            with contextlib.suppress(OSError):
+                if now - path.stat().st_mtime > max_age_s:
+                    path.unlink()
+                    gone += 1
+        return gone
 
     def _condition(self, audio: np.ndarray, sample_rate: int) -> dict[str, Any]:
         path = self._cache_path(audio, sample_rate)
