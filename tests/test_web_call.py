@@ -293,6 +293,26 @@ def _fake_runtime() -> Any:
             reply = await super().chat(request)
             return TextOnly(self, reply.deltas, reply.language) if isinstance(reply, FakeStream) else reply
 
+        async def rtc_offer(self, request: Any) -> Any:
+            if self.offer_mode != "unreachable":
+                return await super().rtc_offer(request)
+            # A real answer (aiortc's) from a peer that is gone before the browser's connectivity checks
+            # reach it: what a network that blocks the media path looks like to the page.
+            from aiortc import RTCPeerConnection, RTCSessionDescription
+            from starlette.responses import JSONResponse
+
+            body = await request.json()
+            self.offers.append(body)
+            pc = RTCPeerConnection()
+            await pc.setRemoteDescription(RTCSessionDescription(body["sdp"], "offer"))
+            await pc.setLocalDescription(await pc.createAnswer())
+            answer = pc.localDescription.sdp
+            await pc.close()
+            self.calls["unreachable"] = body["session_id"]
+            self.call_log.append(("offer", "unreachable"))
+            return JSONResponse({"call_id": "unreachable", "session_id": body["session_id"], "sdp": answer,
+                                 "type": "answer", "language": body.get("language", "auto")})
+
     return Runtime()
 
 
@@ -328,6 +348,13 @@ def test_call_problems_are_explained_on_the_page():
         wait_for(lambda: fake.call_log and fake.call_log[-1][0] == "hangup", 5, "the hang-up")
         assert fake.calls == {} and call_state(driver) == "off"
 
+        # A media path that never connects: said so once the browser gives up (or the page's 20 s).
+        fake.offer_mode = "unreachable"
+        mic_button(driver).click()
+        wait_for(lambda: "could not connect" in problem_text(driver), 40, "the failed connection")
+        assert call_state(driver) == "off" and fake.call_log[-1] == ("hangup", "unreachable")
+        shot(driver, "call_9_no_connection")
+
         # No microphone, and a blocked one: each in words, with the text box still there to type.
         _refuse_microphone(driver, "NotFoundError")
         mic_button(driver).click()
@@ -340,5 +367,6 @@ def test_call_problems_are_explained_on_the_page():
         shot(driver, "call_8_microphone_blocked")
         # Typed chat still works, through /chat as before.
         say(driver, "hola")
-        wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, ".msg.avatar")) >= 2, 10, "the reply")
-        assert fake.chats and fake.chats[-1]["text"] == "hola"
+        wait_for(lambda: "Trabajo" in driver.find_elements(By.CSS_SELECTOR, ".msg.avatar")[-1].text, 10,
+                 "the reply")
+        assert fake.chats[-1]["text"] == "hola"
