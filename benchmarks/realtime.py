@@ -17,10 +17,8 @@ with every raw number to ``out/bench/realtime.{md,json}``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,9 +27,16 @@ import numpy as np
 
 from benchmarks.__main__ import machine
 from benchmarks.llm import QUESTIONS
-from graphs.launch import free_port, resolve, running, wait_ready
 from realtime_avatar.rtc import measure
-from realtime_avatar.rtc.harness import Line, analyse, call_summary, hear_replies, record_call, speak_lines
+from realtime_avatar.rtc.harness import (
+    Line,
+    analyse,
+    call_summary,
+    hear_replies,
+    record_call,
+    serve_cpu,
+    speak_lines,
+)
 
 LANGUAGES = ("en", "zh", "es")
 LONG = {"en": "Tell me a long story about your work and your city.",
@@ -41,17 +46,6 @@ BARGE = {"en": "Wait, stop. Where do you live?", "zh": "等一下，停。你住
          "es": "Espera, para. ¿Dónde vives?"}
 SERVER_KEYS = ("vad_end", "asr_final", "llm_first_token", "first_sentence", "first_part", "first_audio_sent",
                "first_frame_sent")
-
-
-@contextlib.contextmanager
-def served() -> Iterator[str]:
-    """The cpu profile of serve_config.yaml on a free loopback port (AVATAR_* overrides apply)."""
-    config = resolve("cpu")
-    config["http_options"]["port"] = free_port()
-    config["applications"][0]["args"]["log_level"] = "WARNING"
-    with running(config) as base:
-        wait_ready(base)
-        yield base
 
 
 def plan(turns: int, barge_ins: int) -> dict[str, list[Line]]:
@@ -191,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run(args.url.rstrip("/"), args.turns, args.barge_ins, args.gap, not args.no_hear, args.url)
     else:
         print("starting the runtime (cpu profile)...", flush=True)
-        with served() as base:
+        with serve_cpu() as base:
             result = run(base, args.turns, args.barge_ins, args.gap, not args.no_hear,
                          "cpu profile, started here")
     text = markdown(result)

@@ -2,6 +2,10 @@
 
 Renders in-process with the configured engines (AVATAR_PROFILE / AVATAR_* select them). ``--target URL``
 (rendering through the HTTP API) is not implemented yet: it exits 2 with "not implemented yet".
+
+``--realtime [--target URL]``: each scenario is asked by voice in a WebRTC call to the runtime (the one
+at URL, or a cpu profile started here) and the spoken answer is measured as received
+(``evaluator/realtime.py``); JSON per run in ``outputs/realtime/`` unless ``--output`` says otherwise.
 """
 
 from __future__ import annotations
@@ -27,11 +31,15 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="render the scenarios, measure them, print the summary")
     run.add_argument("--scenarios", nargs="+", default=["all"], help="'all' or scenario names")
     run.add_argument("--repeats", type=int, default=3, help="runs per scenario (default 3)")
-    run.add_argument("--target", help="HTTP API base URL: not implemented yet (exit 2)")
+    run.add_argument("--target", help="runtime base URL: with --realtime, the runtime to call; "
+                     "without, not implemented yet (exit 2)")
+    run.add_argument("--realtime", action="store_true",
+                     help="ask each scenario by voice over WebRTC and measure the answer as received")
     run.add_argument("--voice", type=Path, default=DEFAULT_VOICE,
                      help="reference voice, also passed to the TTS (default: tests/data/LJ001-0001.wav)")
     run.add_argument("--image", type=Path, help="portrait (default: the bundled one)")
-    run.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where JSON, media, summary go")
+    run.add_argument("--output", type=Path, help="where JSON, media, summary go (default: outputs/, "
+                     "outputs/realtime/ with --realtime)")
     return parser
 
 
@@ -58,7 +66,9 @@ def _progress(done: int, total: int, document: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logs.configure("WARNING")
-    if args.target:
+    if args.output is None:
+        args.output = DEFAULT_OUTPUT / "realtime" if args.realtime else DEFAULT_OUTPUT
+    if args.target and not args.realtime:
         print(f"error: --target {args.target}: evaluating through the HTTP API is not implemented yet "
               "(the API returns no per-segment timings); run without --target to evaluate in-process",
               file=sys.stderr)
@@ -72,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
+    if args.realtime:
+        return _run_realtime(args, scenarios)
     started = time.perf_counter()
     evaluator = Evaluator(args.output, args.voice, args.image)
     this_session = []
@@ -87,6 +99,37 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print(f"{len(this_session)} runs in {time.perf_counter() - started:.0f} s; JSON, media/, baselines/, "
           f"summary.md and trends.png in {args.output}")
+    return 0
+
+
+def _run_realtime(args: argparse.Namespace, scenarios: list[Scenario]) -> int:
+    import contextlib
+
+    from evaluator.realtime import RealtimeEvaluator
+    from realtime_avatar.rtc.harness import serve_cpu
+
+    started = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        base = args.target.rstrip("/") if args.target else stack.enter_context(serve_cpu())
+        evaluator = RealtimeEvaluator(base, args.output, args.voice)
+        runs = []
+        total = len(scenarios) * args.repeats
+        for _ in range(args.repeats):
+            for scenario in scenarios:
+                runs.append(evaluator.run(scenario))
+                m, rt = runs[-1]["metrics"], runs[-1]["realtime"]
+                print(f"[{len(runs)}/{total}] {runs[-1]['run_id']}: first audio {rt['first_audio_ms']} ms, "
+                      f"first frame {rt['first_frame_ms']} ms, A/V {rt['av_lag_ms']} ms, lang "
+                      f"{m['language_detected']} ({m['language_correctness_1_1']}), similarity "
+                      f"{m['speaker_similarity']:.2f}, lip sync {m['lip_sync_coherence_0_1']:.2f}",
+                      flush=True)
+    table = summarize(runs)
+    (args.output / "summary.md").write_text(table)
+    plot_trends(load_runs(args.output), args.output / "trends.png")
+    print()
+    print(table)
+    print(f"{len(runs)} realtime runs in {time.perf_counter() - started:.0f} s; JSON, summary.md and "
+          f"trends.png in {args.output}")
     return 0
 
 

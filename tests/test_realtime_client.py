@@ -134,7 +134,7 @@ class StandInRuntime:
         self.mic: list[tuple[float | None, np.ndarray]] = []  # (packet arrival, mono float32 PCM)
         self.tasks: list[asyncio.Future] = []
 
-    async def create_session(self, language: str) -> dict:
+    async def create_session(self, language: str, **fields) -> dict:
         return {"session_id": "stand-in", "language": language}
 
     async def rtc_config(self) -> dict:

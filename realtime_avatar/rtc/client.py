@@ -21,7 +21,7 @@ import fractions
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -247,7 +247,7 @@ class Recording:
 
 
 class Signalling(Protocol):
-    async def create_session(self, language: str) -> dict[str, Any]: ...
+    async def create_session(self, language: str, **fields: Any) -> dict[str, Any]: ...
     async def rtc_config(self) -> dict[str, Any]: ...
     async def offer(self, body: dict[str, Any]) -> dict[str, Any]: ...
     async def hang_up(self, call_id: str) -> None: ...
@@ -271,8 +271,8 @@ class HttpSignalling:
     def __init__(self, base_url: str, timeout_s: float = 60.0) -> None:
         self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout_s)
 
-    async def create_session(self, language: str) -> dict[str, Any]:
-        response = await self.http.post("/v1/chat/sessions", json={"language": language})
+    async def create_session(self, language: str, **fields: Any) -> dict[str, Any]:
+        response = await self.http.post("/v1/chat/sessions", json={"language": language, **fields})
         _raise_for(response)
         return response.json()
 
@@ -320,13 +320,15 @@ class RealtimeCall:
 
     def __init__(self, base_url: str | None = None, language: str = "auto", *,
                  signalling: Signalling | None = None, noise_dbfs: float | None = -70.0,
-                 keep_video: bool = True, connect_timeout_s: float = 30.0) -> None:
+                 keep_video: bool = True, connect_timeout_s: float = 30.0,
+                 session: dict[str, Any] | None = None) -> None:
         if signalling is None:
             if base_url is None:
                 raise ValueError("give base_url or signalling")
             signalling = HttpSignalling(base_url)
         self.signalling = signalling
         self.language = language
+        self.session_fields = session or {}  # more of POST /v1/chat/sessions (voice_id, avatar_id)
         self.keep_video = keep_video
         self.connect_timeout_s = connect_timeout_s
         self.mic = ScriptedMicrophone(noise_dbfs=noise_dbfs)
@@ -355,7 +357,7 @@ class RealtimeCall:
     async def start(self) -> None:
         rec = self.recording
         rec.started_at = clock()
-        session = await self.signalling.create_session(self.language)
+        session = await self.signalling.create_session(self.language, **self.session_fields)
         rec.session_id = session["session_id"]
         config = await self.signalling.rtc_config()
         # An empty list, not None: aiortc's default would ask Google's STUN server.
@@ -478,10 +480,3 @@ class RealtimeCall:
                     await task
         finally:
             await self.signalling.aclose()
-
-
-async def with_timeout(awaitable: Awaitable[Any], timeout_s: float, what: str) -> Any:
-    try:
-        return await asyncio.wait_for(awaitable, timeout_s)
-    except TimeoutError:
-        raise TimeoutError(f"{what}: nothing after {timeout_s:g} s") from None

@@ -9,8 +9,9 @@ barge-in line is spoken while the avatar answers the previous one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,19 @@ USER_VOICE = Path(__file__).resolve().parents[2] / "tests" / "data" / "LJ001-000
 REPLY_TIMEOUT_S = 60.0
 
 
+@contextlib.contextmanager
+def serve_cpu() -> Iterator[str]:
+    """The cpu profile of serve_config.yaml on a free loopback port (AVATAR_* overrides apply)."""
+    from graphs.launch import free_port, resolve, running, wait_ready
+
+    config = resolve("cpu")
+    config["http_options"]["port"] = free_port()
+    config["applications"][0]["args"]["log_level"] = "WARNING"
+    with running(config) as base:
+        wait_ready(base)
+        yield base
+
+
 @dataclass(frozen=True)
 class Line:
     text: str
@@ -41,17 +55,19 @@ class Utterance:
     sample_rate: int
 
 
+def upload_voice(base_url: str, voice: Path) -> str:
+    with httpx.Client(base_url=base_url, timeout=120) as http:
+        created = http.post("/v1/voices", content=voice.read_bytes(), headers={"Content-Type": "audio/wav"})
+        created.raise_for_status()
+        return str(created.json()["voice_id"])
+
+
 def speak_lines(base_url: str, lines: Sequence[Line], voice: Path | None = USER_VOICE) -> list[Utterance]:
     """The lines as audio from the runtime's own TTS (``/v1/tts``), in a reference voice's presets
     (LJSpeech: the female ones; the avatar speaks with the male default), so no model loads here."""
     out = []
+    voice_id = upload_voice(base_url, voice) if voice is not None else None
     with httpx.Client(base_url=base_url, timeout=120) as http:
-        voice_id = None
-        if voice is not None:
-            created = http.post("/v1/voices", content=voice.read_bytes(),
-                                headers={"Content-Type": "audio/wav"})
-            created.raise_for_status()
-            voice_id = created.json()["voice_id"]
         for line in lines:
             response = http.post("/v1/tts", json={"text": line.text, "language": line.language,
                                                   "voice_id": voice_id})
@@ -89,16 +105,18 @@ async def converse(call: RealtimeCall, utterances: Sequence[Utterance], *, gap_s
 
 
 async def call_and_record(base_url: str, language: str, utterances: Sequence[Utterance],
-                          **options: Any) -> Recording:
-    async with RealtimeCall(base_url, language) as call:
+                          session: dict[str, Any] | None = None, **options: Any) -> Recording:
+    async with RealtimeCall(base_url, language, session=session) as call:
         await call.wait_event(protocol.CALL_STARTED, timeout_s=30)
         await asyncio.sleep(1.0)  # some idle media first: the noise floor and the idle mouth
         await converse(call, utterances, **options)
     return call.recording
 
 
-def record_call(base_url: str, language: str, utterances: Sequence[Utterance], **options: Any) -> Recording:
-    return asyncio.run(call_and_record(base_url, language, utterances, **options))
+def record_call(base_url: str, language: str, utterances: Sequence[Utterance],
+                session: dict[str, Any] | None = None, **options: Any) -> Recording:
+    """One call (a new session, ``session`` adding e.g. its voice_id): the utterances, recorded."""
+    return asyncio.run(call_and_record(base_url, language, utterances, session, **options))
 
 
 def analyse(recording: Recording, timeline: str = "arrived") -> measure.CallMedia:
