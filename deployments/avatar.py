@@ -35,7 +35,8 @@ class AvatarDeployment(StageDeployment):
         return self.status(engine=self.settings.avatar.name, default_avatar_id=self.stage.default_avatar_id)
 
     async def prepare_avatar(self, image: bytes, request_id: str = "-") -> dict[str, Any]:
-        return await self.health.call(request_id, self.stage.prepare_avatar, image)
+        return await self.health.call(request_id, self.stage.prepare_avatar, image,
+                                      deadline=self.health.deadline())
 
     async def delete_avatar(self, avatar_id: str, request_id: str = "-") -> dict[str, Any]:
         return await self.health.call(request_id, self.stage.delete_avatar, avatar_id)

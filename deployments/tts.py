@@ -26,7 +26,8 @@ class TTSDeployment(StageDeployment):
         return self.stage.max_chars(language)
 
     async def prepare_voice(self, audio: bytes, request_id: str = "-") -> dict[str, Any]:
-        return await self.health.call(request_id, self.stage.prepare_voice, audio)
+        return await self.health.call(request_id, self.stage.prepare_voice, audio,
+                                      deadline=self.health.deadline())
 
     async def delete_voice(self, voice_id: str, request_id: str = "-") -> dict[str, Any]:
         return await self.health.call(request_id, self.stage.delete_voice, voice_id)
