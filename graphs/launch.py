@@ -119,14 +119,14 @@ def running(config: dict[str, Any], object_store_mb: int | None = None) -> Itera
         # Serve's proxy guards the API's edge (deployments.edge: slow bodies, keys, request ids) before
         # any replica sees a request, with the settings of the profile the app is built with.
         os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)
-        profile = (config["applications"][0].get("args") or {}).get("profile")
-        if profile:
-            os.environ.setdefault("AVATAR_PROFILE", str(profile))
         address = os.environ.get("RAY_ADDRESS")
         local = dict(LOCAL_RAY)
         if object_store_mb:
             local["object_store_memory"] = object_store_mb * 1024 * 1024
-        ray.init(address=address) if address else _local_ray_init(local)
+        # Ray's processes (the proxy among them) inherit this environment as ray.init starts them.
+        profile = (config["applications"][0].get("args") or {}).get("profile")
+        with _environment({"AVATAR_PROFILE": str(profile)} if profile else {}):
+            ray.init(address=address) if address else _local_ray_init(local)
     http = config.get("http_options", {})
     try:
         serve.start(http_options=http, proxy_location=config.get("proxy_location", "HeadOnly"))
@@ -162,6 +162,18 @@ def bounded(work: Callable[[], object], timeout_s: float, on_overrun: Callable[[
 def _exit_now() -> None:
     print("drain timeout: exiting with calls still in flight", file=sys.stderr, flush=True)
     os._exit(0)
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in ``os.environ`` where not set already, for the duration of the block."""
+    added = {k: v for k, v in values.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 def _local_ray_init(options: dict[str, Any]) -> None:
