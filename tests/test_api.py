@@ -60,7 +60,7 @@ def test_health_readiness_and_openapi(client):
     assert client.get("/healthz").json()["status"] == "ok"
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["ready"] is True
-    assert set(ready.json()["stages"]) == {"asr", "llm", "tts", "avatar", "conversation"}
+    assert set(ready.json()["stages"]) == {"asr", "llm", "tts", "avatar", "conversation", "realtime"}
     paths = client.get("/openapi.json").json()["paths"]
     for path in ("/healthz", "/readyz", "/v1/voices", "/v1/avatars", "/v1/render", "/v1/tts", "/v1/asr"):
         assert path in paths
