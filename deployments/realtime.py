@@ -58,7 +58,7 @@ class _Stages:
         self.voice_id, self.avatar_id = voice_id, avatar_id
 
     async def transcribe(self, wav: bytes, language: str | None) -> dict[str, Any]:
-        return await self.asr.transcribe.remote(wav, language, request_id=self.request_id)
+        return await self.asr.transcribe.remote(wav, language, request_id=self.request_id, fast=True)
 
     async def talk(self, text: str, language: str) -> AsyncIterator[dict[str, Any]]:
         stream = self.conversation.talk.remote(self.session_id, text, language, request_id=self.request_id)
@@ -211,6 +211,7 @@ class RealtimeDeployment:
         return {"call_id": call_id, "session_id": call.session_id, "state": call.state, "turns": call.turns,
                 "language": call.language, "connection": live.pc.connectionState,
                 "seconds": round(time.monotonic() - call.started, 1), "stalls": call.output.stalls,
+                "video_frames_skipped": call.output.skipped,
                 "in_flight": call.in_flight}
 
     async def hang_up(self, call_id: str, request_id: str = "-") -> dict[str, Any]:

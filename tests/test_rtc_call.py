@@ -134,7 +134,7 @@ def test_speech_is_transcribed_answered_and_a_barge_in_cancels_the_reply() -> No
         await _play(call, 5.0)
         await call.close("hangup")
         return stages, call, sent
-    stages, call, sent = asyncio.run(run())
+    stages, _, sent = asyncio.run(run())
     order = kinds(sent)
     assert "interrupted" in order
     assert order.index("interrupted") < order.index("user_speaking", order.index("speaking"))
@@ -202,3 +202,25 @@ def test_a_reply_begun_at_a_pause_is_dropped_unseen_when_the_user_goes_on() -> N
     assert finals == ["hello there and more"]  # the dropped one never reached the page
     assert "talk" in stages.cancelled or "speak" in stages.cancelled
     assert [m["type"] for m in sent].count("thinking") == 1
+
+
+def test_a_turn_cut_while_it_was_transcribed_leads_the_next_one() -> None:
+    class SlowEars(StandInStages):
+        async def transcribe(self, wav: bytes, language: str | None) -> dict[str, Any]:
+            self.asked = [*getattr(self, "asked", []), len(wav)]
+            await asyncio.sleep(0.6)  # slower than the user's next words
+            return {"text": self.transcript, "language": "en"}
+
+    async def run() -> tuple[SlowEars, list[dict[str, Any]]]:
+        stages = SlowEars()
+        call, sent = _call(stages, early_asr_s=0.5, end_of_turn_s=0.5)
+        speech = _speech()
+        await _say(call, speech[:int(1.5 * SAMPLE_RATE)], then_silence_s=0.6)  # a turn ends...
+        await _say(call, speech[int(1.5 * SAMPLE_RATE):], then_silence_s=0.8)  # ...and they go on at once
+        await asyncio.sleep(1.5)
+        await call.close("hangup")
+        return stages, sent
+    stages, sent = asyncio.run(run())
+    assert "interrupted" not in kinds(sent)  # the page never saw a reply to interrupt
+    first, last = stages.asked[0], stages.asked[-1]
+    assert last > first  # the second transcription heard both parts

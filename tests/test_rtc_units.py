@@ -55,7 +55,7 @@ def test_listener_ends_a_turn_after_the_hangover_and_carries_the_utterance(speec
     start = events[0][1]
     assert 1.0 <= start <= 1.0 + 0.5, start  # detected within half a second of the onset
     _, speech_end, seconds = events[-1]
-    assert 3.0 <= speech_end <= 3.6, speech_end  # the speech ends at 3.5 s (a trailing breath may end earlier)
+    assert 3.0 <= speech_end <= 3.6, speech_end  # it ends at 3.5 s (a trailing breath may end earlier)
     # The utterance runs from before the detected onset (pre-roll) to the end of the speech.
     assert seconds == pytest.approx(speech_end - start + settings.pre_roll_s, abs=0.15)
     assert "paused" in kinds  # the final transcription could start early
@@ -190,7 +190,8 @@ def test_barge_in_drops_the_queue_and_resumes_the_loop_at_the_speech_pose() -> N
 @pytest.mark.parametrize("sdp, kind, code", [
     ("hello", "offer", "invalid_sdp"),
     ("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n", "offer", "invalid_sdp"),
-    ("v=0\r\na=ice-ufrag:x\r\na=fingerprint:sha-256 AA\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n", "offer", "no_audio"),
+    ("v=0\r\na=ice-ufrag:x\r\na=fingerprint:sha-256 AA\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n", "offer",
+     "no_audio"),
     ("v=0\r\na=ice-ufrag:x\r\na=fingerprint:sha-256 AA\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=recvonly\r\n",
      "offer", "no_audio"),
     ("v=0\r\n", "answer", "invalid_sdp"),

@@ -84,6 +84,7 @@ class Call:
         self._holding = False
         self._held: list[str] = []
         self._dropped: set[asyncio.Task[Any]] = set()
+        self._unheard = np.zeros(0, np.float32)  # a turn cut while it was being transcribed
         self._times: TurnTimes | None = None
         self._lead_frames = LEAD_FRAMES_AT_START
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -222,11 +223,13 @@ class Call:
         """Stop the avatar now: its queued media first (what the user hears and sees), then the work."""
         if not self._replying():
             return
+        seen = self.state in (p.THINKING, p.SPEAKING) or self.output.speaking  # the page knows of a reply
         self.output.clear()
         self.listener.avatar_speaking = False
         if self._reply is not None and not self._reply.done():
             self._reply.cancel()
-        self.emit(p.INTERRUPTED, turn=self._reply_turn)
+        if seen:
+            self.emit(p.INTERRUPTED, turn=self._reply_turn)
         event(log, "barge_in", call_id=self.call_id, turn=self._reply_turn, heard=self._heard_audio)
 
     def _start_reply(self, work: Any, turn: int) -> None:
@@ -236,8 +239,15 @@ class Call:
         self._reply = self._spawn(work)
 
     async def _answer_speech(self, audio: np.ndarray, times: TurnTimes) -> None:
+        if len(self._unheard):  # the user spoke again while the last turn was still being transcribed
+            gap = np.zeros(int(0.2 * SAMPLE_RATE), np.float32)
+            audio, self._unheard = np.concatenate([self._unheard, gap, audio]), np.zeros(0, np.float32)
         try:
             result = await self._transcribe(audio)
+        except asyncio.CancelledError:
+            if asyncio.current_task() not in self._dropped:
+                self._unheard = audio  # not heard yet, not lost: it leads the next turn's audio
+            raise
         except Exception as exc:  # ASR down or overloaded: say so, and keep listening
             self.emit(p.ERROR, error={"code": getattr(exc, "code", "asr_failed"),
                                       "message": "the avatar did not catch that; please say it again"})

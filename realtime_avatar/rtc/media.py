@@ -87,6 +87,7 @@ class AvatarOutput:
         self.phase_offset = 0  # idle loop frame = video index - phase_offset
         self.on_started, self.on_finished = on_started, on_finished
         self.stalls = 0
+        self.skipped = 0  # video frames dropped because they would have gone out late
         self.hold = False  # a reply prepared before the user's turn has surely ended waits, silent
 
     # --- the call's side -----------------------------------------------------------------------------
@@ -203,6 +204,9 @@ class MediaClock:
             self.origin = time.monotonic()
         return self.origin
 
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start()
+
     async def wait_until(self, offset_s: float) -> None:
         delay = self.start() + offset_s - time.monotonic()
         if delay > 0:
@@ -243,6 +247,12 @@ def make_tracks(output: AvatarOutput, clock: MediaClock) -> tuple[object, object
         kind = "video"
 
         async def recv(self) -> av.VideoFrame:
+            # A busy CPU made us late: skip to the frame that is due now (late video is dropped, never
+            # the audio, and never shown late), so the picture stays on the voice.
+            due = int(clock.elapsed() * output.fps)
+            if due > output.video_index + 1:
+                output.skipped += due - output.video_index
+                output.video_index = due
             index = output.video_index
             await clock.wait_until(index / output.fps)
             if self.readyState != "live":
