@@ -63,6 +63,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.serving
 	$(BIN)/python -m benchmarks.llm
 	$(BIN)/python -m benchmarks.chat
+	$(BIN)/python -m benchmarks.realtime
 
 # Chat through the served graph: first-clip latency, replies per bundled LLM, memory over 50 turns.
 bench-chat: setup

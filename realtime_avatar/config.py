@@ -195,8 +195,10 @@ class RealtimeSettings(BaseModel):
     end_of_turn_s: float = Field(default=0.5, gt=0)  # silence this long ends the turn (the hang-over)
     # Silence this long already starts the final ASR on what was said, so its text is ready when the
     # hang-over ends (thrown away if the user goes on).
-    early_asr_s: float = Field(default=0.2, gt=0)
-    partial_asr_s: float = Field(default=1.2, gt=0)  # live captions: a partial transcript this often
+    early_asr_s: float = Field(default=0.3, gt=0)
+    # Live captions: a partial transcript this often. Each costs a whole whisper pass, which the final
+    # one then waits behind on 2 cores: keep it rare there.
+    partial_asr_s: float = Field(default=2.5, gt=0)
     pre_roll_s: float = Field(default=0.3, ge=0)  # audio kept from before the speech was detected
     max_utterance_s: float = Field(default=20.0, gt=1)
     idle_loop_s: float = Field(default=8.0, ge=2)  # the cached idle animation each call loops over
