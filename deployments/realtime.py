@@ -23,7 +23,6 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.common import cancel_stream, settings_from
-from engines import registry
 from engines.errors import InputError
 from engines.tts.text import normalize_language
 from realtime_avatar import logs
@@ -33,6 +32,7 @@ from realtime_avatar.rtc import peer
 from realtime_avatar.rtc.call import Call
 from realtime_avatar.rtc.media import MediaClock, make_tracks
 from realtime_avatar.rtc.protocol import CALL_STARTED, EVENTS_CHANNEL, HANGUP, decode
+from realtime_avatar.stages import voice_activity
 
 log = logging.getLogger("realtime_avatar.rtc")
 SWEEP_S = 0.5
@@ -101,8 +101,7 @@ class RealtimeDeployment:
         self._reserved = 0  # offers being answered count against the cap too
         self._idle: dict[str | None, np.ndarray] = {}
         self._sweeper: asyncio.Task[None] | None = None
-        # Fail at start, not in the middle of the first call.
-        registry.build("vad", self.settings.vad.name, self.settings.vad.options)
+        voice_activity(self.settings)  # fail at start, not in the middle of the first call
 
     async def ready(self) -> dict[str, Any]:
         # The replica's resident memory: tests check a call that ended (however) gave back what it took.
@@ -139,7 +138,7 @@ class RealtimeDeployment:
                 if channel and channel[0].readyState == "open":
                     channel[0].send(text)
 
-            vad = registry.build("vad", self.settings.vad.name, self.settings.vad.options)
+            vad = voice_activity(self.settings)
             call = Call(call_id, session_id, language, self.rt, stages, vad, idle, self.settings.render.fps,
                         send)
             pc = RTCPeerConnection(peer.rtc_configuration(self.rt.ice_servers))

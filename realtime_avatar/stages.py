@@ -282,6 +282,12 @@ class SpeechSynthesis:
         return int(self.engine.planner.limits[language])
 
 
+def voice_activity(settings: Settings) -> Any:
+    """A fresh VAD for one audio stream (the engine is recurrent: one per call's microphone)."""
+    spec = settings.vad
+    return registry.build("vad", spec.name, spec.options)
+
+
 class Animation:
     """Avatar: a portrait image -> a stored avatar; audio chunks -> frames for that avatar."""
 

@@ -51,9 +51,18 @@ def test_an_offer_that_cannot_be_a_call_is_refused_clearly(base: str, body: dict
 
 
 def test_an_offer_for_an_unknown_session_is_404(base: str) -> None:
-    r = httpx.post(f"{base}/v1/rtc/offer", json={"session_id": "0" * 32, "sdp": WEBRTC_SDP_WITHOUT_AUDIO,
+    async def real_offer() -> str:
+        from aiortc import RTCPeerConnection
+
+        pc = RTCPeerConnection()
+        pc.addTransceiver("audio", direction="sendrecv")
+        await pc.setLocalDescription(await pc.createOffer())
+        sdp = pc.localDescription.sdp
+        await pc.close()
+        return sdp
+    r = httpx.post(f"{base}/v1/rtc/offer", json={"session_id": "0" * 32, "sdp": asyncio.run(real_offer()),
                                                  "type": "offer"}, timeout=30)
-    assert r.status_code == 400 or r.status_code == 404  # the SDP check may answer first
+    assert r.status_code == 404 and r.json()["error"]["code"] == "session_not_found", r.text
     r = httpx.get(f"{base}/v1/rtc/calls/{'0' * 32}", timeout=30)
     assert r.status_code == 404 and r.json()["error"]["code"] == "call_not_found"
 

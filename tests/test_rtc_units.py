@@ -145,7 +145,7 @@ def test_output_keeps_every_frame_on_its_audio() -> None:
     assert abs(loud[0] + 3 * AUDIO_PACKET - u.start) <= 64  # the resampler's delay only
     shown = [int(video[i][0, 0, 2]) for i in spoken]
     assert shown == list(range(len(shown)))  # no frame skipped or repeated while data kept up
-    assert len(spoken) == 25 + 0 or len(spoken) >= 24
+    assert len(spoken) >= 24  # ~1 s of speech shown in the 1.6 s played (the rest is before/after)
 
 
 def test_an_underrun_delays_voice_and_face_together() -> None:

@@ -212,7 +212,7 @@ class Call:
             self.turns += 1
             times = TurnTimes(self.turns, time.time())
             language = data.get("language") if isinstance(data.get("language"), str) else self.language
-            self._start_reply(self._answer_text(data["text"], language, times), times.turn)
+            self._start_reply(self._answer(data["text"], language, times), times.turn)
 
     # --- answering -----------------------------------------------------------------------------------
 
@@ -261,9 +261,6 @@ class Call:
             return
         language = self.language if self.language != "auto" else _spoken(result.get("language"))
         self.emit(p.TRANSCRIPT, text=text, language=language, final=True, turn=times.turn)
-        await self._answer(text, language, times)
-
-    async def _answer_text(self, text: str, language: str, times: TurnTimes) -> None:
         await self._answer(text, language, times)
 
     async def _answer(self, text: str, language: str, times: TurnTimes) -> None:

@@ -213,17 +213,10 @@ class MediaClock:
             await asyncio.sleep(delay)
 
 
-def _tracks_base() -> type:
-    from aiortc import MediaStreamTrack
-
-    return MediaStreamTrack
-
-
 def make_tracks(output: AvatarOutput, clock: MediaClock) -> tuple[object, object]:
     """The aiortc audio and video tracks that pace ``output`` on ``clock``."""
     import av
-
-    base = _tracks_base()
+    from aiortc import MediaStreamTrack as base  # aiortc loads only where calls are made
 
     class AvatarAudio(base):  # type: ignore[misc, valid-type]
         kind = "audio"
