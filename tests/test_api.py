@@ -239,13 +239,38 @@ def _kill_avatar_replica_during(request: Callable[[], Any], after_s: float = 1.5
     import ray
 
     result: dict[str, Any] = {}
-    worker = threading.Thread(target=lambda: result.update(value=request()))
+
+    def call() -> None:
+        try:
+            result["value"] = request()
+        except BaseException as error:  # re-raised in the test's thread below
+            result["error"] = error
+
+    worker = threading.Thread(target=call)
     worker.start()
     time.sleep(after_s)  # the render is under way (it takes several seconds on 2 cores)
-    assert worker.is_alive()
+    assert worker.is_alive(), result
     ray.kill(_replica_actor("Avatar"), no_restart=False)
     worker.join(120)
+    if "error" in result:
+        raise result["error"]
     return result["value"]
+
+
+def _wait_serving(client: httpx.Client, api_server: str, timeout_s: float = 120) -> None:
+    """Until a replacement replica renders: /readyz first, then a short render. Serve may still be
+    swapping replicas just after /readyz first answers, and the API says so with 503 + Retry-After;
+    a client that honours Retry-After gets its render, and so does this wait."""
+    wait_ready(api_server, timeout_s)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = client.post("/v1/render", json={"text": "I am back.", "language": "en"})
+        if response.status_code == 200:
+            assert response.content[4:8] == b"ftyp"
+            return
+        _error(response, 503, "stage_unavailable")
+        assert time.monotonic() < deadline, "the restarted replica never rendered"
+        time.sleep(float(response.headers["retry-after"]))
 
 
 LONG_TEXT = ("The avatar keeps talking for a long time so that the replica is still busy rendering when it "
@@ -258,18 +283,16 @@ def test_a_crashed_replica_fails_its_request_cleanly_and_is_restarted(client, ap
     )
     _error(response, 503, "stage_unavailable")
     assert int(response.headers["retry-after"]) >= 1
-    wait_ready(api_server)
+    _wait_serving(client, api_server)
 
     def streamed() -> bytes:
         with client.stream("POST", "/v1/render", json={"text": LONG_TEXT, "language": "en",
                                                        "stream": True}) as response:
-            assert response.status_code == 200
+            assert response.status_code == 200, (response.status_code, response.read())
             return b"".join(response.iter_bytes())
 
     # Headers went out before the crash, so the stream is cut short: it never gets its closing box.
     boxes = fragment_boxes(_kill_avatar_replica_during(streamed, after_s=2.0))
     assert "moof" in boxes and boxes[-1] != "mfra"
 
-    wait_ready(api_server)
-    after = client.post("/v1/render", json={"text": "I am back.", "language": "en"})
-    assert after.status_code == 200 and after.content[4:8] == b"ftyp"
+    _wait_serving(client, api_server)
