@@ -29,7 +29,7 @@ from realtime_avatar import logs
 from realtime_avatar.conversation import CapacityError
 from realtime_avatar.logs import event
 from realtime_avatar.rtc import peer
-from realtime_avatar.rtc.call import Call
+from realtime_avatar.rtc.call import Call, drain
 from realtime_avatar.rtc.media import MediaClock, make_tracks
 from realtime_avatar.rtc.protocol import CALL_STARTED, EVENTS_CHANNEL, HANGUP, decode
 from realtime_avatar.stages import voice_activity
@@ -84,6 +84,7 @@ class _Live:
     def __init__(self, call: Call, pc: Any) -> None:
         self.call, self.pc = call, pc
         self.reader: asyncio.Task[None] | None = None
+        self.drains: list[asyncio.Future[None]] = []  # tracks the call does not use, read and dropped
         self.ending: asyncio.Future[None] | None = None
         self.closing = False
 
@@ -120,6 +121,7 @@ class RealtimeDeployment:
         sdp = peer.check_offer(sdp, kind)
         code = normalize_language(language)
         session = await self.conversation.session_info.remote(session_id)  # 404 / 410 before any work
+        await self._replace_call_of(session_id)  # one call per session: a new one replaces the old
         if len(self.calls) + self._reserved >= self.rt.max_calls:
             raise TooManyCallsError(f"the avatar is already in {self.rt.max_calls} calls; try again soon")
         self._reserved += 1
@@ -189,6 +191,8 @@ class RealtimeDeployment:
         def on_track(track: Any) -> None:
             if track.kind == "audio" and live.reader is None:
                 live.reader = asyncio.ensure_future(call.consume(track))
+            else:  # a camera, a second microphone: nobody listens, but aiortc queues what it decodes
+                live.drains.append(asyncio.ensure_future(drain(track)))
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -211,6 +215,7 @@ class RealtimeDeployment:
                 "language": call.language, "connection": live.pc.connectionState,
                 "seconds": round(time.monotonic() - call.started, 1), "stalls": call.output.stalls,
                 "video_frames_skipped": call.output.skipped,
+                "mic_frames": call.mic_frames, "mic_frames_dropped": call.mic_dropped,
                 "in_flight": call.in_flight}
 
     async def hang_up(self, call_id: str, request_id: str = "-") -> dict[str, Any]:
@@ -218,6 +223,13 @@ class RealtimeDeployment:
         live = self._live(call_id)
         await self._end(call_id, "hangup")
         return {"call_id": call_id, "ended": True, "turns": live.call.turns}
+
+    async def _replace_call_of(self, session_id: str) -> None:
+        """A session holds one call: its history and language are one conversation's (a reloaded page
+        calling again must not leave the old call talking into the same session)."""
+        for call_id, live in list(self.calls.items()):
+            if live.call.session_id == session_id:
+                await self._end(call_id, "replaced")
 
     def _live(self, call_id: str) -> _Live:
         live = self.calls.get(call_id)
@@ -231,10 +243,11 @@ class RealtimeDeployment:
             return
         live.closing = True
         await live.call.close(reason)
-        if live.reader is not None:
-            live.reader.cancel()
-            with contextlib.suppress(BaseException):
-                await live.reader
+        for task in [live.reader, *live.drains]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
         with contextlib.suppress(Exception):
             await live.pc.close()
         self.calls.pop(call_id, None)

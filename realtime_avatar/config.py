@@ -185,6 +185,8 @@ class RealtimeSettings(BaseModel):
     max_calls: int = Field(default=2, ge=1)  # concurrent calls in the runtime; one more is a 503
     max_call_minutes: float = Field(default=15.0, gt=0)
     idle_timeout_s: float = Field(default=120.0, gt=0)  # nobody spoke for this long: the call ends
+    # No microphone frame for this long (a browser sends one every 20 ms, even muted): the peer is gone.
+    peer_timeout_s: float = Field(default=5.0, gt=0)
     ice_servers: list[IceServer] = Field(default_factory=list)  # none: host candidates (loopback, LAN)
     # Listening (Silero VAD on 32 ms windows of 16 kHz audio). A window is speech at speech_threshold
     # and stays speech until it drops below silence_threshold (hysteresis, no flicker at the edges).

@@ -31,6 +31,12 @@ from realtime_avatar.rtc.media import AvatarOutput, Utterance
 
 log = logging.getLogger("realtime_avatar.rtc")
 LEAD_FRAMES_AT_START = 15  # first guess of how long a sentence takes to its first part (refined per call)
+# Bounds on what a call keeps between turns. Microphone frames waiting to be listened to (20 ms each):
+# past this backlog (a starved event loop) the oldest are dropped, as a jitter buffer drops late audio.
+MAX_MIC_BACKLOG = 50
+# A user turn cut before its reply made a sound is merged into the next one: at most this many characters
+# of it (repeated cuts must not grow it past what the conversation takes as one message).
+MAX_UNANSWERED_CHARS = 300
 
 
 class CallStages(Protocol):
@@ -89,6 +95,8 @@ class Call:
         self._lead_frames = LEAD_FRAMES_AT_START
         self._tasks: set[asyncio.Task[Any]] = set()
         self._resampler: Any = None
+        self.mic_frames = 0  # microphone frames received
+        self.mic_dropped = 0  # ... and dropped unheard because they queued up past MAX_MIC_BACKLOG
 
     # --- events out ----------------------------------------------------------------------------------
 
@@ -110,16 +118,31 @@ class Call:
     # --- microphone in -------------------------------------------------------------------------------
 
     async def consume(self, track: Any) -> None:
-        """Read the microphone track until it ends; every 20 ms of audio goes through the listener."""
+        """Read the microphone track until it ends; every 20 ms of audio goes through the listener.
+
+        A microphone sends a frame every 20 ms, silent or not: once it has sent one, ``peer_timeout_s``
+        without another means the peer is gone (closed the tab, lost the network) even though nothing
+        said so, and the call ends ("peer_gone") long before ICE consent would expire (~30 s).
+        """
         import av
 
         self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         self._set_state(p.LISTENING)
         while self.ended is None:
             try:
-                frame = await track.recv()
+                if self.mic_frames:
+                    frame = await asyncio.wait_for(track.recv(), self.settings.peer_timeout_s)
+                else:  # before the first frame, ICE is still connecting: its own failure ends the call
+                    frame = await track.recv()
+            except TimeoutError:
+                self.ended = self.ended or "peer_gone"
+                event(log, "peer_silent", level=logging.WARNING, call_id=self.call_id,
+                      seconds=self.settings.peer_timeout_s)
+                return
             except Exception:  # MediaStreamError: the peer stopped sending (hung up, vanished)
                 return
+            self.mic_frames += 1
+            self.mic_dropped += _drop_backlog(track, MAX_MIC_BACKLOG)
             for out in self._resampler.resample(frame):
                 self.feed(out.to_ndarray().reshape(-1), time.time())
 
@@ -246,7 +269,9 @@ class Call:
             result = await self._transcribe(audio)
         except asyncio.CancelledError:
             if asyncio.current_task() not in self._dropped:
-                self._unheard = audio  # not heard yet, not lost: it leads the next turn's audio
+                # Not heard yet, not lost: it leads the next turn's audio (its last max_utterance_s only,
+                # however often the user talks over the transcription).
+                self._unheard = audio[-int(self.settings.max_utterance_s * SAMPLE_RATE):]
             raise
         except Exception as exc:  # ASR down or overloaded: say so, and keep listening
             self.emit(p.ERROR, error={"code": getattr(exc, "code", "asr_failed"),
@@ -292,7 +317,8 @@ class Call:
             cancelled = True
             dropped = asyncio.current_task() in self._dropped  # a speculation the user talked over
             if not self._heard_audio and not dropped:
-                self._unanswered = text  # cut before a sound: the next turn answers both
+                self._unanswered = _tail(text, MAX_UNANSWERED_CHARS)  # cut before a sound: the next
+                # turn answers both
             raise
         except Exception as exc:
             code = getattr(exc, "code", "reply_failed")
@@ -427,6 +453,37 @@ class Call:
     @property
     def in_flight(self) -> int:
         return len(self._tasks)
+
+
+async def drain(track: Any) -> None:
+    """Read a received track nobody uses until it ends, dropping its frames (else they pile up)."""
+    with contextlib.suppress(Exception):
+        while True:
+            await track.recv()
+
+
+def _drop_backlog(track: Any, keep: int) -> int:
+    """Drop the oldest frames an aiortc remote track has queued beyond ``keep`` (its queue is unbounded:
+    a consumer that fell behind would otherwise fall further behind, and hold the memory); how many."""
+    queue = getattr(track, "_queue", None)
+    dropped = 0
+    if isinstance(queue, asyncio.Queue):
+        while queue.qsize() > keep:
+            item = queue.get_nowait()
+            if item is None:  # the end of the track: keep it for the next recv()
+                queue.put_nowait(None)
+                break
+            dropped += 1
+    return dropped
+
+
+def _tail(text: str, limit: int) -> str:
+    """The last ``limit`` characters of ``text``, from a word boundary when there is one."""
+    if len(text) <= limit:
+        return text
+    cut = text[-limit:]
+    space = cut.find(" ")
+    return cut[space + 1:] if 0 <= space < limit // 2 else cut
 
 
 def _spoken(language: Any) -> str:
