@@ -224,7 +224,7 @@ class Service:
         self.settings = settings
         self.runtime = Runtime(settings.runtime_url, settings.wake_timeout_s, settings.stream_idle_timeout_s,
                                transport=transport, api_key=settings.runtime_api_key or None)
-        self.sessions = SessionTable(settings.max_sessions)
+        self.sessions = SessionTable(settings.max_sessions, max_calls=settings.max_calls)
         self.session_rate = RateLimiter(settings.sessions_per_minute)
         self.message_rate = RateLimiter(settings.messages_per_minute)
         self.offer_rate = RateLimiter(settings.offers_per_minute)
@@ -466,6 +466,7 @@ class Service:
         slot.last_seen = time.time()
         async with slot.call_lock:  # one offer at a time per conversation: it holds one call at most
             await self.hang_up(slot, "replaced")  # first, so the old call's capacity is free for the new
+            self.reserve_call()
             try:
                 response = await self.call("POST", "/v1/rtc/offer", {
                     "session_id": slot.sid, "sdp": sdp, "type": "offer", "language": language,
@@ -474,14 +475,26 @@ class Service:
                 if exc.code in ("session_not_found", "session_expired"):  # the runtime forgot it: so do we
                     self.sessions.end(slot.sid)
                 raise
+            finally:
+                self.sessions.release_call()
             answer = response.json()
             call_id = str(answer.get("call_id", ""))
             slot.call_id = call_id or None
+            if call_id:
+                self.sessions.call_started(call_id)
             if not self.sessions.is_open(slot):  # the conversation ended while the runtime answered
                 await self.hang_up(slot, "session_ended")
                 raise ApiError(410, "session_ended", "this conversation has ended; start a new one")
         event(log, "call_started", call_id=call_id, language=answer.get("language"))
         return JSONResponse(answer, response.status_code, headers={"Cache-Control": "no-store"})
+
+    def reserve_call(self) -> None:
+        """Count a call about to be asked of the runtime against ``max_calls`` (``release_call`` after),
+        or refuse it: 503 ``too_many_calls``, as the runtime's own cap answers."""
+        if not self.sessions.reserve_call():
+            event(log, "calls_full", level=logging.WARNING, calls=self.sessions.calls)
+            raise ApiError(503, "too_many_calls", "the avatar is on too many calls right now; try again in a "
+                           "minute", retry_after=FULL_RETRY_AFTER_S)
 
     async def rtc_hangup(self, request: Request) -> Response:
         _, slot = self.authorize(request)
@@ -529,6 +542,10 @@ class Service:
             for slot in idle:
                 logs.session_id.set(slot.sid)
                 event(log, "session_idle_expired")
+            for slot in self.sessions.calls_over(self.settings.max_call_minutes * 60):
+                logs.session_id.set(slot.sid)  # the call is out of minutes; the conversation goes on
+                event(log, "call_time_limit", call_id=slot.call_id)
+                await self.hang_up(slot, "call_time_limit")
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:

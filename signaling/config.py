@@ -33,6 +33,10 @@ class Settings:
     offers_per_minute: int = 10  # per client IP: calls started (each costs the runtime a peer connection)
     max_sessions: int = 8  # concurrent conversations through this instance
     max_session_minutes: float = 15.0  # a conversation's lifetime, however active
+    # Voice calls through this instance at once (the runtime has its own realtime.max_calls), and how long
+    # one may last before it is hung up (the conversation goes on; the visitor may call again).
+    max_calls: int = 4
+    max_call_minutes: float = 15.0
     wake_timeout_s: float = 180.0  # how long a cold runtime may take to answer /readyz before we say "down"
     stream_idle_timeout_s: float = 120.0  # longest silence inside a streamed reply before it is cut
     trusted_proxies: int = 0  # proxies in front that append to X-Forwarded-For (Cloud Run: 1)
@@ -70,11 +74,12 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        for name in ("token_ttl_s", "max_session_minutes", "wake_timeout_s", "stream_idle_timeout_s"):
+        for name in ("token_ttl_s", "max_session_minutes", "max_call_minutes", "wake_timeout_s",
+                     "stream_idle_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{PREFIX}{name.upper()} must be > 0")
         for name in ("sessions_per_minute", "messages_per_minute", "offers_per_minute", "max_sessions",
-                     "max_body_bytes"):
+                     "max_calls", "max_body_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{PREFIX}{name.upper()} must be >= 1")
         if self.trusted_proxies < 0:

@@ -60,13 +60,19 @@ class Slot:
 
 class SessionTable:
     """Open conversations by runtime session id. ``reserve`` before asking the runtime for a session
-    (so concurrent requests cannot overshoot the cap while they wait), then ``commit`` or ``release``."""
+    (so concurrent requests cannot overshoot the cap while they wait), then ``commit`` or ``release``.
+    Voice calls the same way: ``reserve_call`` before an offer goes to the runtime, ``release_call`` once
+    it is answered (the call then counts through its slot's ``call_id``)."""
 
-    def __init__(self, max_sessions: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, max_sessions: int, clock: Callable[[], float] = time.time,
+                 max_calls: int | None = None) -> None:
         self.max_sessions = max_sessions
+        self.max_calls = max_calls
         self.clock = clock
         self._slots: dict[str, Slot] = {}
         self._pending = 0
+        self._offering = 0  # offers on their way to the runtime
+        self._call_started: dict[str, float] = {}  # call id -> when this table first saw it
         self._ended: dict[str, float] = {}  # sid -> end: tokens of ended conversations stay refused
 
     def __len__(self) -> int:
@@ -80,6 +86,31 @@ class SessionTable:
 
     def release(self) -> None:
         self._pending = max(0, self._pending - 1)
+
+    @property
+    def calls(self) -> int:
+        """Live calls (one per conversation at most) plus offers still being answered."""
+        return sum(1 for s in self._slots.values() if s.call_id is not None) + self._offering
+
+    def reserve_call(self) -> bool:
+        if self.max_calls is not None and self.calls >= self.max_calls:
+            return False
+        self._offering += 1
+        return True
+
+    def release_call(self) -> None:
+        self._offering = max(0, self._offering - 1)
+
+    def calls_over(self, max_s: float) -> list[Slot]:
+        """Slots whose call has lasted ``max_s`` (timed from when it was first seen here: at its offer, or
+        at the first sweep for a call begun another way); forgets calls that ended."""
+        now = self.clock()
+        live = {s.call_id: s for s in self._slots.values() if s.call_id is not None}
+        self._call_started = {cid: self._call_started.get(cid, now) for cid in live}
+        return [live[cid] for cid, since in self._call_started.items() if now - since >= max_s]
+
+    def call_started(self, call_id: str) -> None:
+        self._call_started[call_id] = self.clock()
 
     def commit(self, sid: str, end: float, idle_ttl_s: float) -> Slot:
         self.release()
