@@ -124,6 +124,13 @@ class EdgeGuard:
         self.in_progress = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":  # a call over the fallback: the same key and Origin rules
+            problem = access_problem(scope["path"], _headers(scope), self.settings)
+            if problem is not None:
+                event(log, "request_refused", level=logging.WARNING, status=problem.status, code=problem.code,
+                      path=scope["path"])
+                await send({"type": "websocket.close", "code": 4000 + problem.status, "reason": problem.code})
+                return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import Annotated, Any, TypeVar
 
 import numpy as np
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request, WebSocket
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, BeforeValidator, Field, StrictBool
 from ray import serve
@@ -24,6 +24,7 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.common import cancel_stream, settings_from
 from deployments.http import ApiError, install_error_handlers, read_upload, require_json, to_api_error
+from deployments.socket_relay import relay as relay_socket_call
 from engines.errors import EmptyTextError
 from engines.media.audio import wav_bytes
 from realtime_avatar import logs
@@ -358,6 +359,12 @@ class Ingress:
     @app.delete("/v1/rtc/calls/{call_id}", summary="hang up a call")
     async def rtc_hang_up(self, call_id: str, request: Request) -> dict[str, Any]:
         return await self._guard(self.realtime.hang_up.remote(call_id, request_id=_request_id(request)))
+
+    @app.websocket("/v1/rtc/ws")
+    async def rtc_websocket(self, websocket: WebSocket) -> None:
+        """A call over one WebSocket (the fallback when ICE fails): ``?session_id=&language=``; the
+        framing is ``realtime_avatar.rtc.wire``'s."""
+        await relay_socket_call(websocket, self.realtime, self.settings.serve.retry_after_s)
 
     async def _event_stream(self, events: AsyncIterator[dict[str, Any]], rid: str) -> Response:
         first = await anext(events, None)  # unknown session, bad message, LLM down: a status, not a stream

@@ -31,7 +31,9 @@ from realtime_avatar.logs import event
 from realtime_avatar.rtc import peer
 from realtime_avatar.rtc.call import Call, drain
 from realtime_avatar.rtc.media import MediaClock, make_tracks
-from realtime_avatar.rtc.protocol import CALL_STARTED, EVENTS_CHANNEL, HANGUP, decode
+from realtime_avatar.rtc.protocol import CALL_STARTED, ERROR, EVENTS_CHANNEL, HANGUP, decode
+from realtime_avatar.rtc.socket_link import Message, SocketLink
+from realtime_avatar.rtc.wire import FrameError
 from realtime_avatar.stages import voice_activity
 
 log = logging.getLogger("realtime_avatar.rtc")
@@ -79,10 +81,11 @@ class _Stages:
 
 
 class _Live:
-    """A call and what it runs besides the call logic: its peer connection and the mic reader."""
+    """A call and what it runs besides the call logic: its peer connection and the mic reader (WebRTC),
+    or its WebSocket link (the fallback)."""
 
-    def __init__(self, call: Call, pc: Any) -> None:
-        self.call, self.pc = call, pc
+    def __init__(self, call: Call, pc: Any, link: SocketLink | None = None) -> None:
+        self.call, self.pc, self.link = call, pc, link
         self.reader: asyncio.Task[None] | None = None
         self.drains: list[asyncio.Future[None]] = []  # tracks the call does not use, read and dropped
         self.ending: asyncio.Future[None] | None = None
@@ -212,7 +215,9 @@ class RealtimeDeployment:
         live = self._live(call_id)
         call = live.call
         return {"call_id": call_id, "session_id": call.session_id, "state": call.state, "turns": call.turns,
-                "language": call.language, "connection": live.pc.connectionState,
+                "language": call.language,
+                "connection": live.pc.connectionState if live.pc is not None else "websocket",
+                "ice": peer.nominated_pair(live.pc),
                 "seconds": round(time.monotonic() - call.started, 1), "stalls": call.output.stalls,
                 "video_frames_skipped": call.output.skipped,
                 "mic_frames": call.mic_frames, "mic_frames_dropped": call.mic_dropped,
@@ -248,8 +253,11 @@ class RealtimeDeployment:
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
-        with contextlib.suppress(Exception):
-            await live.pc.close()
+        if live.pc is not None:
+            with contextlib.suppress(Exception):
+                await live.pc.close()
+        if live.link is not None:
+            live.link.finish()  # its media stream sends the last events (call_ended) and stops
         self.calls.pop(call_id, None)
         event(log, "call_ended", call_id=call_id, session_id=live.call.session_id, reason=reason,
               turns=live.call.turns, calls=len(self.calls))
@@ -264,8 +272,83 @@ class RealtimeDeployment:
             now = time.monotonic()
             for call_id, live in list(self.calls.items()):
                 reason = live.call.expired(now)
+                if not reason and live.link is not None and live.link.unattended(now):
+                    reason = "peer_gone"  # a WebSocket call whose relay never came for its media
                 if reason:
                     await self._end(call_id, reason)
+
+    # --- calls over the WebSocket fallback (the ingress relays one WebSocket per call) -----------------
+
+    async def ws_open(self, session_id: str, language: str | None = "auto",
+                      request_id: str = "-") -> dict[str, Any]:
+        """A call without a peer connection: the caps, session check and call logic of ``offer``."""
+        logs.request_id.set(request_id)
+        self._ensure_sweeper()
+        code = normalize_language(language)
+        session = await self.conversation.session_info.remote(session_id)  # 404 / 410 before any work
+        await self._replace_call_of(session_id)  # one call per session: a new one replaces the old
+        if len(self.calls) + self._reserved >= self.rt.max_calls:
+            raise TooManyCallsError(f"the avatar is already in {self.rt.max_calls} calls; try again soon")
+        self._reserved += 1
+        try:
+            idle = await self._idle_frames(session.get("avatar_id"), request_id)
+            call_id = uuid.uuid4().hex
+            language = code if code != "auto" else (session.get("language") or "auto")
+            stages = _Stages(self.asr, self.conversation, self.avatar, session_id, session.get("voice_id"),
+                             session.get("avatar_id"), call_id)
+            links: list[SocketLink] = []
+            call = Call(call_id, session_id, language, self.rt, stages, voice_activity(self.settings), idle,
+                        self.settings.render.fps, lambda text: links[0].send(text))
+            links.append(SocketLink(call.output, call.feed))
+            self.calls[call_id] = _Live(call, None, links[0])
+        finally:
+            self._reserved -= 1
+        call.emit(CALL_STARTED, call_id=call_id, session_id=session_id, language=language)
+        call.emit(call.state)
+        event(log, "call_started", call_id=call_id, session_id=session_id, language=language,
+              transport="websocket", calls=len(self.calls))
+        return {"call_id": call_id, "session_id": session_id, "language": language,
+                "transport": "websocket"}
+
+    async def ws_push(self, call_id: str, messages: list[Message]) -> None:
+        """What the client sent since the last push: microphone frames and the data channel's JSON."""
+        live = self._live(call_id)
+        call, link = live.call, live.link
+        if link is None or live.closing:
+            return
+        now = time.time()
+        for message in messages:
+            if isinstance(message, str):
+                data = decode(message, self.rt.max_event_chars)
+                if data is not None and data["type"] == HANGUP:
+                    live.ending = asyncio.ensure_future(self._end(call_id, "hangup"))
+                    return
+                call.on_message(message)
+                continue
+            try:
+                link.microphone(message, now)
+            except FrameError as exc:
+                link.bad_frames += 1
+                if link.bad_frames == 1:  # once per call: the client is wrong, the call goes on
+                    call.emit(ERROR, error={"code": "invalid_request", "message": str(exc)})
+                    event(log, "bad_frame", level=logging.WARNING, call_id=call_id, error=str(exc)[:200])
+
+    async def ws_media(self, call_id: str) -> AsyncIterator[list[Message]]:
+        """The call's events and media, batch by batch, until it ends; a relay that stops reading (its
+        client vanished) ends the call."""
+        live = self._live(call_id)
+        link = live.link
+        if link is None or link.attached:
+            raise CallNotFoundError(f"call {call_id[:64]!r} has no WebSocket media to send")
+        try:
+            async for batch in link.media():
+                yield batch
+        finally:
+            if not link.finished:
+                live.ending = asyncio.ensure_future(self._end(call_id, "peer_gone"))
+
+    async def ws_close(self, call_id: str, reason: str = "peer_gone") -> None:
+        await self._end(call_id, reason)
 
     async def check_health(self) -> None:
         self._ensure_sweeper()

@@ -8,6 +8,8 @@ Routes (all JSON errors are ``{"error": {"code", "message"}}``):
 - ``GET /avatar/api/greeting``, ``POST /avatar/api/chat``: the runtime's NDJSON event streams, relayed.
 - ``GET /avatar/api/rtc/config``, ``POST /avatar/api/rtc/offer``, ``DELETE /avatar/api/rtc/call/{id}``:
   a voice call's signalling, relayed (the media then flows between the browser and the runtime).
+- ``/avatar/api/rtc/ws`` (WebSocket): a whole call, media included, relayed to the runtime's
+  ``/v1/rtc/ws`` when WebRTC cannot connect (``socket_call``).
 """
 
 from __future__ import annotations
@@ -34,15 +36,17 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from . import logs
 from .config import LANGUAGES, Settings
 from .limits import RateLimiter, SessionTable, Slot
 from .logs import event
 from .runtime import Runtime
+from .socket_call import relay_call
 from .tokens import Claims, TokenError, issue, verify
 
 log = logging.getLogger("signaling")
@@ -103,6 +107,9 @@ class Guard:
         return urlsplit(origin).netloc == host  # same origin: the page this service serves
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"].startswith(API) and not self.origin_ok(scope):
+            await send({"type": "websocket.close", "code": 4403, "reason": "origin_not_allowed"})
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -282,6 +289,12 @@ class Service:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "missing_token", "send the session token as Authorization: Bearer <token>")
+        return self.verify_token(token)
+
+    def verify_token(self, token: str) -> tuple[Claims, Slot]:
+        """The conversation a session token names, if it is valid and the conversation still open."""
+        if not token.strip():
+            raise ApiError(401, "missing_token", "send the session token")
         try:
             claims = verify(self.settings.secret_key, token.strip())
         except TokenError as exc:
@@ -510,6 +523,10 @@ class Service:
             response = await self.call("DELETE", f"/v1/rtc/calls/{call_id}", timeout=5.0)
         return JSONResponse(response.json(), response.status_code)
 
+    async def rtc_socket(self, websocket: WebSocket) -> None:
+        """The call over one WebSocket, when WebRTC cannot connect (``socket_call``)."""
+        await relay_call(self, websocket)
+
     async def owns_call(self, slot: Slot, call_id: str) -> bool:
         """A call this instance did not see start (a restart, another instance) is the visitor's to end
         only if the runtime says it belongs to their conversation."""
@@ -580,6 +597,7 @@ def create_app(settings: Settings | None = None,
         Route("/rtc/config", service.rtc_config, methods=["GET"]),
         Route("/rtc/offer", service.rtc_offer, methods=["POST"]),
         Route("/rtc/call/{call_id}", service.rtc_hangup, methods=["DELETE"]),
+        WebSocketRoute("/rtc/ws", service.rtc_socket),
     ]
     routes = [
         Route("/healthz", service.healthz, methods=["GET"]),

@@ -22,6 +22,7 @@ import soundfile as sf
 
 from realtime_avatar.rtc import measure, protocol
 from realtime_avatar.rtc.client import RealtimeCall, Recording
+from realtime_avatar.rtc.socket_client import SocketCall
 
 # The caller's voice: a female reference, so the lines are not in the avatar's (male default) voice.
 USER_VOICE = Path(__file__).resolve().parents[2] / "tests" / "data" / "LJ001-0001.wav"
@@ -77,12 +78,12 @@ def speak_lines(base_url: str, lines: Sequence[Line], voice: Path | None = USER_
     return out
 
 
-async def _reply_over(call: RealtimeCall, after: float, timeout_s: float) -> None:
+async def _reply_over(call: RealtimeCall | SocketCall, after: float, timeout_s: float) -> None:
     """Until the avatar is back to listening after ``after`` (its ``idle``), or the time-out."""
     await call.wait_event(protocol.IDLE, after=after, timeout_s=timeout_s)
 
 
-async def converse(call: RealtimeCall, utterances: Sequence[Utterance], *, gap_s: float = 1.0,
+async def converse(call: RealtimeCall | SocketCall, utterances: Sequence[Utterance], *, gap_s: float = 1.0,
                    barge_after_s: float = 0.8, reply_timeout_s: float = REPLY_TIMEOUT_S) -> None:
     """Say each utterance; wait for the reply (or, for a barge-in, for the avatar to start speaking
     and ``barge_after_s`` more), leave ``gap_s`` of silence, go on; end after the last reply."""
@@ -105,8 +106,11 @@ async def converse(call: RealtimeCall, utterances: Sequence[Utterance], *, gap_s
 
 
 async def call_and_record(base_url: str, language: str, utterances: Sequence[Utterance],
-                          session: dict[str, Any] | None = None, **options: Any) -> Recording:
-    async with RealtimeCall(base_url, language, session=session) as call:
+                          session: dict[str, Any] | None = None, transport: str = "webrtc",
+                          **options: Any) -> Recording:
+    """``transport``: "webrtc" (``RealtimeCall``) or "websocket" (the fallback, ``SocketCall``)."""
+    kind = {"webrtc": RealtimeCall, "websocket": SocketCall}[transport]
+    async with kind(base_url, language, session=session) as call:
         await call.wait_event(protocol.CALL_STARTED, timeout_s=30)
         await asyncio.sleep(1.0)  # some idle media first: the noise floor and the idle mouth
         await converse(call, utterances, **options)
@@ -114,9 +118,10 @@ async def call_and_record(base_url: str, language: str, utterances: Sequence[Utt
 
 
 def record_call(base_url: str, language: str, utterances: Sequence[Utterance],
-                session: dict[str, Any] | None = None, **options: Any) -> Recording:
+                session: dict[str, Any] | None = None, transport: str = "webrtc",
+                **options: Any) -> Recording:
     """One call (a new session, ``session`` adding e.g. its voice_id): the utterances, recorded."""
-    return asyncio.run(call_and_record(base_url, language, utterances, session, **options))
+    return asyncio.run(call_and_record(base_url, language, utterances, session, transport, **options))
 
 
 def analyse(recording: Recording, timeline: str = "arrived") -> measure.CallMedia:
