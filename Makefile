@@ -7,7 +7,7 @@ DEMO_EN := Hello! I am a realtime avatar. I can speak English, Mandarin and Span
 DEMO_ZH := 你好！我是一个实时数字人，很高兴认识你。
 DEMO_ES := ¡Hola! Soy un avatar en tiempo real. Encantado de conocerte.
 
-.PHONY: setup run serve render demo test lint bench bench-serve bench-chat bench-realtime chat loadtest eval clean compose-env cost
+.PHONY: setup run serve render demo test lint bench bench-serve bench-chat bench-realtime bench-soak bench-concurrency chat loadtest eval clean compose-env cost turn
 
 WEB_DIST := web/dist/index.html
 WEB_SOURCES := web/package.json web/package-lock.json web/index.html web/vite.config.ts web/tsconfig.json \
@@ -68,6 +68,14 @@ bench: setup
 # Chat through the served graph: first-clip latency, replies per bundled LLM, memory over 50 turns.
 bench-chat: setup
 	$(BIN)/python -m benchmarks.chat
+
+# A local TURN relay for relay-only calls (README "TURN relay"): Debian's coturn with the repo's config on
+# 127.0.0.1:3478, loopback peers allowed (never in production). TURN_SECRET is the shared secret.
+turn:
+	@command -v turnserver >/dev/null || { echo "coturn is missing: sudo apt-get install coturn"; exit 1; }
+	turnserver -c infra/coturn/turnserver.conf --static-auth-secret="$${TURN_SECRET:?set TURN_SECRET}" \
+	  --realm=avatar.local --listening-ip=127.0.0.1 --relay-ip=127.0.0.1 --allow-loopback-peers \
+	  --db="$${TMPDIR:-/tmp}/avatar-turndb" --pidfile="$${TMPDIR:-/tmp}/avatar-turnserver.pid"
 
 # Voice calls (aiortc client, 21 turns over en/zh/es, 3 barge-ins): latency, barge-in, A/V lag, fps
 # measured on the received media; out/bench/realtime.{md,json}. URL=http://... to call a running runtime.

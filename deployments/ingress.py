@@ -340,9 +340,11 @@ class Ingress:
 
     # --- realtime calls (WebRTC) ---------------------------------------------------------------------
 
-    @app.get("/v1/rtc/config", summary="ICE servers for a call's RTCPeerConnection, and the call cap")
-    async def rtc_config(self) -> dict[str, Any]:
-        return await self._guard(self.realtime.rtc_config.remote())
+    @app.get("/v1/rtc/config", summary="ICE servers for a call's RTCPeerConnection, and the call cap",
+             description="With ?session_id= the TURN relay's short-lived credential is minted for that "
+                         "session (404/410 when it is not open); without it none is handed out.")
+    async def rtc_config(self, session_id: str | None = None) -> dict[str, Any]:
+        return await self._guard(self.realtime.rtc_config.remote(session_id))
 
     @app.post("/v1/rtc/offer", dependencies=[Depends(require_json)],
               summary="start a voice call: SDP offer in, SDP answer out (events on the data channel)",

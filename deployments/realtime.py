@@ -28,7 +28,7 @@ from engines.tts.text import normalize_language
 from realtime_avatar import logs
 from realtime_avatar.conversation import CapacityError
 from realtime_avatar.logs import event
-from realtime_avatar.rtc import peer
+from realtime_avatar.rtc import peer, turn
 from realtime_avatar.rtc.call import Call, drain
 from realtime_avatar.rtc.media import MediaClock, make_tracks
 from realtime_avatar.rtc.protocol import CALL_STARTED, ERROR, EVENTS_CHANNEL, HANGUP, decode
@@ -113,9 +113,15 @@ class RealtimeDeployment:
                 "in_flight": sum(live.call.in_flight for live in self.calls.values()),
                 "rss_mb": round(psutil.Process().memory_info().rss / 2**20, 1)}
 
-    async def rtc_config(self) -> dict[str, Any]:
-        return {"ice_servers": [s.model_dump(exclude_none=True) for s in self.rt.ice_servers],
-                "max_calls": self.rt.max_calls}
+    async def rtc_config(self, session_id: str | None = None) -> dict[str, Any]:
+        """ICE servers for a client's peer connection. With a session, the TURN relay's credential is
+        minted for that session (it expires after realtime.turn.ttl_s); without one, none is handed out."""
+        servers = list(self.rt.ice_servers)
+        if session_id is not None:
+            await self.conversation.session_info.remote(session_id)  # 404 / 410 for a session not open
+            servers = turn.ice_servers(self.rt, session_id)
+        return {"ice_servers": [s.model_dump(exclude_none=True) for s in servers],
+                "ice_transport_policy": self.rt.ice_transport_policy, "max_calls": self.rt.max_calls}
 
     async def offer(self, session_id: str, sdp: Any, kind: Any, language: str | None = "auto",
                     request_id: str = "-") -> dict[str, Any]:
@@ -146,7 +152,8 @@ class RealtimeDeployment:
             vad = voice_activity(self.settings)
             call = Call(call_id, session_id, language, self.rt, stages, vad, idle, self.settings.render.fps,
                         send)
-            pc = RTCPeerConnection(peer.rtc_configuration(self.rt.ice_servers))
+            pc = RTCPeerConnection(peer.rtc_configuration(turn.ice_servers(self.rt, f"call-{call_id}"),
+                                                          self.rt.ice_transport_policy))
             live = _Live(call, pc)
             self._watch(live, channel)
             audio, video = make_tracks(call.output, MediaClock())

@@ -58,13 +58,18 @@ resource "google_cloud_run_v2_service" "runtime" {
         name  = "AVATAR_AVATAR__OPTIONS__COMPILE"
         value = var.fast_cold_start ? "false" : "true"
       }
-      # TURN for the runtime's side of a call (names owned by the realtime issue): the relay and its secret.
+      # TURN for the runtime's side of a call: Cloud Run takes no inbound UDP, so the runtime offers relayed
+      # candidates only, with credentials it mints per call from the relay's secret (a JSON list of URLs).
       env {
-        name  = "AVATAR_RTC_TURN_URLS"
-        value = local.turn_urls
+        name  = "AVATAR_REALTIME__TURN__URLS"
+        value = jsonencode(split(",", local.turn_urls))
       }
       env {
-        name = "AVATAR_RTC_TURN_SECRET"
+        name  = "AVATAR_REALTIME__ICE_TRANSPORT_POLICY"
+        value = "relay"
+      }
+      env {
+        name = "AVATAR_REALTIME__TURN__SECRET"
         value_source {
           secret_key_ref {
             secret  = google_secret_manager_secret.turn_secret.secret_id

@@ -75,7 +75,7 @@ resource "google_cloud_run_v2_service" "web" {
           }
         }
       }
-      # TURN credentials for the browser (names owned by the realtime issue): the relay and its secret.
+      # TURN credentials for the browser, minted per conversation from the relay's secret.
       env {
         name  = "SIGNALING_TURN_URLS"
         value = local.turn_urls

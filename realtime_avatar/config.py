@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -179,6 +179,24 @@ class IceServer(BaseModel):
     credential: str | None = None
 
 
+class TurnSettings(BaseModel):
+    """A TURN relay (coturn with ``use-auth-secret``): credentials are minted per call and per session from
+    the shared secret and expire after ``ttl_s`` (``realtime_avatar.rtc.turn``). No urls: no relay."""
+
+    urls: list[str] = Field(default_factory=list)  # e.g. turn:relay.example.com:3478?transport=udp
+    secret: str = Field(default="", repr=False)  # coturn's static-auth-secret (AVATAR_REALTIME__TURN__SECRET)
+    ttl_s: float = Field(default=600.0, ge=60, le=86_400)  # long enough to set up a call, not to keep one
+
+    @model_validator(mode="after")
+    def _complete(self) -> TurnSettings:
+        if self.urls and not self.secret:
+            raise ValueError("realtime.turn.urls needs realtime.turn.secret (the relay's static-auth-secret)")
+        for url in self.urls:
+            if not url.startswith(("turn:", "turns:")):
+                raise ValueError(f"realtime.turn.urls: {url!r} is not a turn: or turns: URL")
+        return self
+
+
 class RealtimeSettings(BaseModel):
     """Voice calls over WebRTC (``deployments/realtime.py``): caps, ICE, and when a turn ends."""
 
@@ -188,6 +206,9 @@ class RealtimeSettings(BaseModel):
     # No microphone frame for this long (a browser sends one every 20 ms, even muted): the peer is gone.
     peer_timeout_s: float = Field(default=5.0, gt=0)
     ice_servers: list[IceServer] = Field(default_factory=list)  # none: host candidates (loopback, LAN)
+    turn: TurnSettings = Field(default_factory=TurnSettings)
+    # "relay": this side offers only TURN-relayed candidates (what Cloud Run, with no inbound UDP, needs).
+    ice_transport_policy: Literal["all", "relay"] = "all"
     # Listening (Silero VAD on 32 ms windows of 16 kHz audio). A window is speech at speech_threshold
     # and stays speech until it drops below silence_threshold (hysteresis, no flicker at the edges).
     speech_threshold: float = Field(default=0.5, gt=0, lt=1)
@@ -216,6 +237,9 @@ class RealtimeSettings(BaseModel):
             raise ValueError("silence_threshold must not exceed speech_threshold")
         if self.early_asr_s > self.end_of_turn_s:
             raise ValueError("early_asr_s must not exceed end_of_turn_s")
+        relays = [u for s in self.ice_servers for u in s.urls if u.startswith(("turn:", "turns:"))]
+        if self.ice_transport_policy == "relay" and not (self.turn.urls or relays):
+            raise ValueError("ice_transport_policy relay needs a TURN relay (realtime.turn.urls)")
         return self
 
 

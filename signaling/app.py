@@ -41,7 +41,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from . import logs
+from . import logs, turn
 from .config import LANGUAGES, Settings
 from .limits import RateLimiter, SessionTable, Slot
 from .logs import event
@@ -461,8 +461,16 @@ class Service:
                 event(log, "call_hangup_failed", level=logging.WARNING, call_id=call_id, code=exc.code)
 
     async def rtc_config(self, request: Request) -> Response:
-        self.authorize(request)
-        config = (await self.call("GET", "/v1/rtc/config")).json()
+        _, slot = self.authorize(request)
+        config = (await self.call("GET", f"/v1/rtc/config?session_id={slot.sid}")).json()
+        settings = self.settings
+        if settings.turn_urls:  # our own relay credential, bound to this conversation, in place of any other
+            servers = [s for s in config.get("ice_servers") or [] if not turn.is_relay(s)]
+            servers.append(turn.browser_ice_server(settings.turn_urls, settings.turn_secret, slot.sid,
+                                                   settings.turn_ttl_s))
+            config["ice_servers"] = servers
+        if settings.ice_transport_policy:
+            config["ice_transport_policy"] = settings.ice_transport_policy
         return JSONResponse(config, headers={"Cache-Control": "no-store"})
 
     async def rtc_offer(self, request: Request) -> Response:

@@ -42,6 +42,13 @@ class Settings:
     trusted_proxies: int = 0  # proxies in front that append to X-Forwarded-For (Cloud Run: 1)
     max_body_bytes: int = 16384
     web_dir: Path = WEB_DIST
+    # The TURN relay for visitors behind strict NATs (comma-separated turn:/turns: URLs) and the secret it
+    # shares with this service (coturn's static-auth-secret); each conversation gets its own credential,
+    # valid turn_ttl_s. None set: the runtime's ICE list is passed on as is.
+    turn_urls: tuple[str, ...] = ()
+    turn_secret: str = ""
+    turn_ttl_s: float = 600.0
+    ice_transport_policy: str = ""  # "relay" forces the page onto the relay; empty: the runtime's choice
     log_level: str = "INFO"
     secret_generated: bool = field(default=False, compare=False)
 
@@ -86,6 +93,17 @@ class Settings:
             raise ValueError(f"{PREFIX}TRUSTED_PROXIES must be >= 0")
         if not self.runtime_url.startswith(("http://", "https://")):
             raise ValueError(f"{PREFIX}RUNTIME_URL must be an http(s) URL, got {self.runtime_url!r}")
+        if self.turn_urls and not self.turn_secret:
+            raise ValueError(f"{PREFIX}TURN_URLS needs {PREFIX}TURN_SECRET (the relay's static-auth-secret)")
+        for url in self.turn_urls:
+            if not url.startswith(("turn:", "turns:")):
+                raise ValueError(f"{PREFIX}TURN_URLS: {url!r} is not a turn: or turns: URL")
+        if not 60 <= self.turn_ttl_s <= 86_400:
+            raise ValueError(f"{PREFIX}TURN_TTL_S must be between 60 and 86400 seconds")
+        if self.ice_transport_policy not in ("", "all", "relay"):
+            raise ValueError(f"{PREFIX}ICE_TRANSPORT_POLICY must be all or relay")
+        if self.ice_transport_policy == "relay" and not self.turn_urls:
+            raise ValueError(f"{PREFIX}ICE_TRANSPORT_POLICY=relay needs {PREFIX}TURN_URLS")
         for origin in self.allowed_origins:
             if not origin.startswith(("http://", "https://")) or origin.endswith("/"):
                 raise ValueError(f"{PREFIX}ALLOWED_ORIGINS: {origin!r} is not an origin (scheme://host[:port])")

@@ -69,7 +69,7 @@ def test_an_offer_for_an_unknown_session_is_404(base: str) -> None:
 
 def test_config_lists_the_ice_servers_and_the_cap(base: str) -> None:
     config = httpx.get(f"{base}/v1/rtc/config", timeout=30).json()
-    assert config == {"ice_servers": [], "max_calls": 1}
+    assert config == {"ice_servers": [], "ice_transport_policy": "all", "max_calls": 1}
 
 
 def test_one_call_more_than_the_cap_is_503_and_a_vanished_peer_frees_everything(base: str) -> None:

@@ -137,7 +137,7 @@ class StandInRuntime:
     async def create_session(self, language: str, **fields) -> dict:
         return {"session_id": "stand-in", "language": language}
 
-    async def rtc_config(self) -> dict:
+    async def rtc_config(self, session_id: str) -> dict:
         return {"ice_servers": []}
 
     async def offer(self, body: dict) -> dict:

@@ -106,6 +106,8 @@ class FakeRuntime:
         self.chats: list[dict[str, Any]] = []
         self.request_ids: list[str] = []
         self.disconnected = threading.Event()
+        self.config_sessions: list[str | None] = []
+        self.relays: list[dict[str, Any]] = []  # TURN entries the runtime would mint itself
 
     def app(self) -> Starlette:
         return Starlette(routes=[
@@ -120,7 +122,9 @@ class FakeRuntime:
         ])
 
     async def rtc_config(self, request: Request) -> Response:
-        return JSONResponse({"ice_servers": [{"urls": ["stun:stun.example:3478"]}], "max_calls": 2})
+        self.config_sessions.append(request.query_params.get("session_id"))
+        servers = [{"urls": ["stun:stun.example:3478"]}, *self.relays]
+        return JSONResponse({"ice_servers": servers, "max_calls": 2})
 
     async def rtc_offer(self, request: Request) -> Response:
         body = await request.json()
@@ -756,6 +760,46 @@ OFFER_SDP = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAV
 def _offer(client: httpx.Client, token: str, **body: Any) -> httpx.Response:
     return client.post(f"{RTC}/offer", headers=_auth(token),
                        json={"sdp": OFFER_SDP, "type": "offer", "language": "en", **body})
+
+
+def test_the_browser_gets_its_own_short_lived_turn_credential_bound_to_its_conversation(runtime):
+    import base64
+    import hashlib
+    import hmac
+
+    runtime.relays = [{"urls": ["turn:runtime-relay:3478"], "username": "1:x", "credential": "runtime's"}]
+    urls = ("turn:relay.example:3478?transport=udp", "turn:relay.example:3478?transport=tcp")
+    with running_signaling(runtime.url, turn_urls=urls, turn_secret="shared", turn_ttl_s=300,
+                           ice_transport_policy="relay") as http:
+        created = _session(http)
+        before = time.time()
+        config = http.get(f"{RTC}/config", headers=_auth(created["token"])).json()
+    assert runtime.config_sessions[-1] == created["session_id"]  # the runtime's list is for this session
+    stun, relay = config["ice_servers"]  # the runtime's relay entry is replaced by ours
+    assert stun == {"urls": ["stun:stun.example:3478"]} and relay["urls"] == list(urls)
+    expiry, _, who = relay["username"].partition(":")
+    assert who == created["session_id"] and before + 299 <= int(expiry) <= time.time() + 301
+    expected = base64.b64encode(hmac.new(b"shared", relay["username"].encode(), hashlib.sha1).digest())
+    assert relay["credential"] == expected.decode()
+    assert config["ice_transport_policy"] == "relay"
+
+    # Without a relay of its own the service passes on what the runtime minted for the session.
+    with running_signaling(runtime.url) as http:
+        created = _session(http)
+        config = http.get(f"{RTC}/config", headers=_auth(created["token"])).json()
+    assert config["ice_servers"][1] == runtime.relays[0] and "ice_transport_policy" not in config
+
+
+@pytest.mark.parametrize(("env", "problem"), [
+    ({"SIGNALING_TURN_URLS": "turn:relay.example:3478"}, "TURN_SECRET"),
+    ({"SIGNALING_TURN_URLS": "stun:relay.example:3478", "SIGNALING_TURN_SECRET": "s"}, "not a turn"),
+    ({"SIGNALING_ICE_TRANSPORT_POLICY": "relay"}, "needs SIGNALING_TURN_URLS"),
+    ({"SIGNALING_ICE_TRANSPORT_POLICY": "direct"}, "all or relay"),
+    ({"SIGNALING_TURN_URLS": "turn:r:3478", "SIGNALING_TURN_SECRET": "s", "SIGNALING_TURN_TTL_S": "5"}, "TTL"),
+])
+def test_a_turn_setting_that_cannot_work_is_refused_at_start(env, problem):
+    with pytest.raises(ValueError, match=problem):
+        Settings.from_env(env)
 
 
 def test_a_call_is_signalled_through_the_token_and_hung_up_by_its_own_conversation(client, runtime):

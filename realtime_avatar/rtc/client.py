@@ -30,16 +30,16 @@ import numpy as np
 import soxr
 from aiortc import (
     MediaStreamTrack,
-    RTCConfiguration,
-    RTCIceServer,
     RTCPeerConnection,
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame
 
+from realtime_avatar.config import IceServer
 from realtime_avatar.rtc import protocol
 from realtime_avatar.rtc.measure import AudioStream, SentUtterance, TimedEvent, speech_span
+from realtime_avatar.rtc.peer import nominated_pair, rtc_configuration
 
 log = logging.getLogger("realtime_avatar.rtc.client")
 
@@ -244,11 +244,12 @@ class Recording:
     events: list[TimedEvent] = field(default_factory=list)
     utterances: list[SentUtterance] = field(default_factory=list)
     answer: dict[str, Any] = field(default_factory=dict)
+    ice: dict[str, str] | None = None  # the candidate types ICE connected with ({"local": "relay", ...})
 
 
 class Signalling(Protocol):
     async def create_session(self, language: str, **fields: Any) -> dict[str, Any]: ...
-    async def rtc_config(self) -> dict[str, Any]: ...
+    async def rtc_config(self, session_id: str) -> dict[str, Any]: ...
     async def offer(self, body: dict[str, Any]) -> dict[str, Any]: ...
     async def hang_up(self, call_id: str) -> None: ...
     async def aclose(self) -> None: ...
@@ -276,8 +277,8 @@ class HttpSignalling:
         _raise_for(response)
         return response.json()
 
-    async def rtc_config(self) -> dict[str, Any]:
-        response = await self.http.get("/v1/rtc/config")
+    async def rtc_config(self, session_id: str) -> dict[str, Any]:
+        response = await self.http.get("/v1/rtc/config", params={"session_id": session_id})
         if response.status_code == 404:
             return {"ice_servers": []}
         _raise_for(response)
@@ -296,15 +297,6 @@ class HttpSignalling:
         await self.http.aclose()
 
 
-def _ice_servers(config: dict[str, Any]) -> list[RTCIceServer]:
-    servers = []
-    for entry in config.get("ice_servers") or []:
-        urls = entry.get("urls")
-        servers.append(RTCIceServer(urls=urls, username=entry.get("username"),
-                                    credential=entry.get("credential")))
-    return servers
-
-
 def _mono_float(frame: AudioFrame) -> np.ndarray:
     """A decoded frame as float32 mono (aiortc's Opus decoder gives packed s16 stereo)."""
     data = frame.to_ndarray()
@@ -321,7 +313,7 @@ class RealtimeCall:
     def __init__(self, base_url: str | None = None, language: str = "auto", *,
                  signalling: Signalling | None = None, noise_dbfs: float | None = -70.0,
                  keep_video: bool = True, connect_timeout_s: float = 30.0,
-                 session: dict[str, Any] | None = None) -> None:
+                 session: dict[str, Any] | None = None, ice_transport_policy: str | None = None) -> None:
         if signalling is None:
             if base_url is None:
                 raise ValueError("give base_url or signalling")
@@ -330,6 +322,7 @@ class RealtimeCall:
         self.language = language
         self.session_fields = session or {}  # more of POST /v1/chat/sessions (voice_id, avatar_id)
         self.keep_video = keep_video
+        self.ice_transport_policy = ice_transport_policy  # None: what the server's config says
         self.connect_timeout_s = connect_timeout_s
         self.mic = ScriptedMicrophone(noise_dbfs=noise_dbfs)
         self.recording = Recording(language=language)
@@ -359,9 +352,11 @@ class RealtimeCall:
         rec.started_at = clock()
         session = await self.signalling.create_session(self.language, **self.session_fields)
         rec.session_id = session["session_id"]
-        config = await self.signalling.rtc_config()
+        config = await self.signalling.rtc_config(rec.session_id)
+        policy = self.ice_transport_policy or config.get("ice_transport_policy") or "all"
         # An empty list, not None: aiortc's default would ask Google's STUN server.
-        self.pc = pc = RTCPeerConnection(RTCConfiguration(iceServers=_ice_servers(config)))
+        servers = [IceServer.model_validate(entry) for entry in config.get("ice_servers") or []]
+        self.pc = pc = RTCPeerConnection(rtc_configuration(servers, policy))
         self.channel = pc.createDataChannel(protocol.EVENTS_CHANNEL)
         self.channel.on("open", self._opened.set)
         self.channel.on("message", self._on_message)
@@ -386,6 +381,7 @@ class RealtimeCall:
         log.debug("connection %s", self.pc.connectionState)
         if self.pc.connectionState == "connected" and self.recording.connected_at is None:
             self.recording.connected_at = clock()
+            self.recording.ice = nominated_pair(self.pc)
 
     def _on_message(self, message: str | bytes) -> None:
         event = protocol.decode(message, max_chars=1 << 20)

@@ -50,11 +50,26 @@ def offers_video(sdp: str) -> bool:
     return any(s.startswith("m=video") for s in re.split(r"\r?\n(?=m=)", sdp)[1:])
 
 
-def rtc_configuration(servers: list[IceServer]) -> Any:
-    from aiortc import RTCConfiguration, RTCIceServer
+def rtc_configuration(servers: list[IceServer], policy: str = "all") -> Any:
+    """``policy`` "relay": only TURN-relayed candidates are gathered (no host or server-reflexive ones)."""
+    from aiortc import RTCConfiguration, RTCIceServer, RTCIceTransportPolicy
 
-    return RTCConfiguration(iceServers=[
-        RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential) for s in servers])
+    return RTCConfiguration(
+        iceServers=[RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
+                    for s in servers],
+        iceTransportPolicy=RTCIceTransportPolicy.RELAY if policy == "relay" else RTCIceTransportPolicy.ALL)
+
+
+def nominated_pair(pc: Any) -> dict[str, str] | None:
+    """The candidate types of the pair ICE chose (``{"local": "relay", "remote": "host"}``), once connected.
+    aiortc has no candidate-pair stats, so this reads aioice's connection behind the first transport."""
+    for transceiver in pc.getTransceivers():
+        transport = transceiver.receiver.transport
+        connection = getattr(getattr(transport, "transport", None), "_connection", None)
+        nominated = getattr(connection, "_nominated", None) or {}
+        for pair in nominated.values():
+            return {"local": pair.local_candidate.type, "remote": pair.remote_candidate.type}
+    return None
 
 
 async def answer(pc: Any, sdp: str, audio_track: Any, video_track: Any | None) -> str:

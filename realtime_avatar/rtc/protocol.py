@@ -2,7 +2,9 @@
 
 Signalling (HTTP, no trickle ICE: the answer carries every candidate):
 
-- ``GET  /v1/rtc/config`` -> ``{"ice_servers": [{"urls", "username"?, "credential"?}], "max_calls"}``
+- ``GET  /v1/rtc/config?session_id=`` -> ``{"ice_servers": [{"urls", "username"?, "credential"?}],
+  "ice_transport_policy": all|relay, "max_calls"}``; with a session, the TURN relay's short-lived
+  credential (``<expiry>:<session_id>``) is among the servers (404 / 410 for a session not open).
 - ``POST /v1/rtc/offer``  ``{"session_id", "sdp", "type": "offer", "language"?: auto|en|zh|es}``
   -> ``{"call_id", "session_id", "sdp", "type": "answer", "language"}``. The offer must carry an audio
   m-line the client sends on (the microphone) and should carry a data channel labelled ``events``;

@@ -160,14 +160,16 @@ export async function* greeting(token: string, signal: AbortSignal): AsyncGenera
 // --- voice calls: WebRTC signalling through the service (realtime_avatar/rtc/protocol.py) -------------------
 
 export interface IceServer { urls: string | string[]; username?: string; credential?: string }
-export interface RtcConfig { iceServers: IceServer[]; maxCalls: number }
+export interface RtcConfig { iceServers: IceServer[]; iceTransportPolicy: RTCIceTransportPolicy; maxCalls: number }
 export interface Answer { callId: string; sdp: string; language: string }
 
 export async function rtcConfig(token: string, signal: AbortSignal): Promise<RtcConfig> {
   const response = await request(`${API}/rtc/config`, { headers: { Authorization: `Bearer ${token}` }, signal })
   if (!response.ok) throw await errorFrom(response)
-  const body = (await response.json()) as { ice_servers?: IceServer[]; max_calls?: number }
-  return { iceServers: body.ice_servers ?? [], maxCalls: body.max_calls ?? 0 }
+  const body = (await response.json()) as { ice_servers?: IceServer[]; ice_transport_policy?: string; max_calls?: number }
+  // "relay": only TURN-relayed candidates (the relay's credential, minted for this conversation, is in iceServers).
+  const iceTransportPolicy = body.ice_transport_policy === 'relay' ? 'relay' : 'all'
+  return { iceServers: body.ice_servers ?? [], iceTransportPolicy, maxCalls: body.max_calls ?? 0 }
 }
 
 /** The browser's offer (every ICE candidate in it) for the runtime's answer. */

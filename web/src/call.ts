@@ -88,11 +88,11 @@ export class Call {
   private connectTimer: number | undefined
   private graceTimer: number | undefined
 
-  private constructor(mic: MediaStream, iceServers: RTCIceServer[], token: () => string, handlers: CallHandlers) {
+  private constructor(mic: MediaStream, ice: RTCConfiguration, token: () => string, handlers: CallHandlers) {
     this.mic = mic
     this.token = token
     this.handlers = handlers
-    this.pc = new RTCPeerConnection({ iceServers })
+    this.pc = new RTCPeerConnection(ice)
     this.debug = { pc: this.pc, callId: null, events: [] }
     window.__avatarCall = this.debug
     for (const track of mic.getAudioTracks()) this.pc.addTrack(track, mic)
@@ -138,8 +138,8 @@ export class Call {
     }
     let call: Call | null = null
     try {
-      const { iceServers } = await config
-      call = new Call(mic, iceServers, token, handlers)
+      const { iceServers, iceTransportPolicy } = await config
+      call = new Call(mic, { iceServers, iceTransportPolicy }, token, handlers)
       await call.offer(language, signal)
       return call
     } catch (error) {
