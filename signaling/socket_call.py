@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -53,10 +54,15 @@ async def relay_call(service: Service, websocket: WebSocket) -> None:
     except (WebSocketDisconnect, TimeoutError):
         await _close(websocket, 1000, "no start message")
         return
-    async with slot.call_lock:  # as /rtc/offer: one call per conversation
+    slot.last_seen = time.time()
+    async with slot.call_lock:  # as /rtc/offer: one call per conversation, within this instance's cap
         await service.hang_up(slot, "replaced")
         try:
-            upstream, started = await _connect(service, slot.sid, language)
+            service.reserve_call()
+            try:
+                upstream, started = await _connect(service, slot.sid, language)
+            finally:
+                service.sessions.release_call()
         except ApiError as exc:
             if exc.code in ("session_not_found", "session_expired"):
                 service.sessions.end(slot.sid)
@@ -64,6 +70,14 @@ async def relay_call(service: Service, websocket: WebSocket) -> None:
             return
         call_id = str(json.loads(started).get("call_id", ""))
         slot.call_id = call_id or None
+        if call_id:
+            service.sessions.call_started(call_id)
+        if not service.sessions.is_open(slot):  # the conversation ended while the runtime answered
+            await upstream.close()
+            await service.hang_up(slot, "session_ended")
+            await refuse(websocket, ApiError(410, "session_ended",
+                                             "this conversation has ended; start a new one"))
+            return
     event(log, "call_started", call_id=call_id, transport="websocket", language=language)
     try:
         await websocket.send_text(started)
