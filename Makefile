@@ -82,6 +82,17 @@ turn:
 bench-realtime: setup
 	$(BIN)/python -m benchmarks.realtime $(if $(URL),--url $(URL),)
 
+# One long call (MINUTES, default 30): RSS every minute, A/V offset over time, fps, stalls > 200 ms;
+# out/bench/realtime_soak.{md,json}. URL=http://... to call a running runtime.
+MINUTES ?= 30
+bench-soak: setup
+	$(BIN)/python -m benchmarks.realtime_soak --minutes $(MINUTES) $(if $(URL),--url $(URL),)
+
+# Calls at once (N listening + 1 speaking; all speaking in turns): fps per call, p95 first word;
+# out/bench/realtime_concurrency.{md,json}. Load-sensitive: run it on a quiet machine.
+bench-concurrency: setup
+	$(BIN)/python -m benchmarks.realtime_concurrency $(if $(URL),--url $(URL),)
+
 # Serve overhead, time to first fragment, and locust at 1/2/4 users (starts its own cpu server).
 bench-serve: setup
 	$(BIN)/python -m benchmarks.serving

@@ -29,7 +29,7 @@ from realtime_avatar import logs
 from realtime_avatar.conversation import CapacityError
 from realtime_avatar.logs import event
 from realtime_avatar.rtc import peer, turn
-from realtime_avatar.rtc.call import Call, drain
+from realtime_avatar.rtc.call import Call, drain, trim_heap
 from realtime_avatar.rtc.media import MediaClock, make_tracks
 from realtime_avatar.rtc.protocol import CALL_STARTED, ERROR, EVENTS_CHANNEL, HANGUP, decode
 from realtime_avatar.rtc.socket_link import Message, SocketLink
@@ -266,6 +266,7 @@ class RealtimeDeployment:
         if live.link is not None:
             live.link.finish()  # its media stream sends the last events (call_ended) and stops
         self.calls.pop(call_id, None)
+        trim_heap()  # what the call held goes back to the OS, so RSS shows a call's real leftovers
         event(log, "call_ended", call_id=call_id, session_id=live.call.session_id, reason=reason,
               turns=live.call.turns, calls=len(self.calls))
 
