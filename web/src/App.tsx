@@ -2,6 +2,7 @@ import { useCallback, useEffect, useMemo, useRef, useState } from 'react'
 
 import { ApiError, chat, createSession, endSession, greeting, refreshToken, type ChatEvent, type Session } from './api'
 import { Call, type CallEvent } from './call'
+import { FallbackCall } from './fallback'
 import { browserLang, hasKey, translator, type Lang, type StringKey } from './i18n'
 import { FaceIcon, GlobeIcon, HangUpIcon, MicIcon, PlayIcon, RetryIcon, SendIcon, StopIcon } from './icons'
 import { decodeClip, Stage, type Player } from './player'
@@ -33,6 +34,10 @@ const BUSY = new Set(['overloaded', 'llm_unavailable', 'stage_unavailable'])
 const INPUT_ERRORS = new Set(['message_too_long', 'request_too_large', 'empty_message'])
 const CALL_REFUSED = new Set(['invalid_sdp', 'no_audio'])
 const NO_MEDIA_MS = 15000 // connected, but no picture by then: say so (the call goes on, audio may work)
+// ?transport=websocket: calls go over the WebSocket fallback at once; ?transport=webrtc: never (tests, support).
+// Otherwise WebRTC first, and the fallback when ICE fails.
+const TRANSPORT = new URLSearchParams(window.location.search).get('transport')
+type Transport = 'webrtc' | 'websocket'
 
 const CALL_STATUS: Record<CallState, StringKey> = {
   connecting: 'call.connecting', listening: 'call.listening', user_speaking: 'call.user_speaking',
@@ -73,12 +78,15 @@ export default function App() {
   const [callState, setCallState] = useState<CallState | null>(null)
   const [callShown, setCallShown] = useState(false) // the call's video has a picture: it covers the stage
   const [callBlocked, setCallBlocked] = useState(false)
+  // How the call runs, and whether it went to the fallback by itself (the page says so).
+  const [transport, setTransport] = useState<{ kind: Transport; switched: boolean } | null>(null)
   const [caption, setCaption] = useState<Caption | null>(null)
 
   const videoA = useRef<HTMLVideoElement>(null)
   const videoB = useRef<HTMLVideoElement>(null)
   const callVideo = useRef<HTMLVideoElement>(null)
-  const call = useRef<Call | null>(null)
+  const callCanvas = useRef<HTMLCanvasElement>(null)
+  const call = useRef<Call | FallbackCall | null>(null)
   const calling = useRef<AbortController | null>(null)
   const noMediaTimer = useRef<number | undefined>(undefined)
   // Each call turn's messages in the transcript, and a typed message waiting for its turn number.
@@ -130,7 +138,7 @@ export default function App() {
   // Defined below; the ref lets the error path call them without a dependency cycle.
   const actions = useRef<{
     connect: () => Promise<Session | null>; send: (text: string, retryOf?: number) => void
-    startCall: () => Promise<void>
+    startCall: (via?: Transport) => Promise<void>
   }>(null)
 
   const fail = useCallback((error: unknown, retry: () => void) => {
@@ -223,6 +231,8 @@ export default function App() {
       video.pause()
       video.srcObject = null
     }
+    if (callCanvas.current) callCanvas.current.dataset.active = 'false'
+    setTransport(null)
     setCallState(null)
     setCallShown(false)
     setCallBlocked(false)
@@ -393,17 +403,41 @@ export default function App() {
     }
   }, [endCall, patch, turnMessage])
 
-  const startCall = useCallback(async (): Promise<void> => {
+  const startCall = useCallback(async (via?: Transport): Promise<void> => {
     const s = session.current
     if (!s || call.current || calling.current) return
+    const kind: Transport = via ?? (TRANSPORT === 'websocket' ? 'websocket' : 'webrtc')
+    const switched = via === 'websocket' && TRANSPORT !== 'websocket'
     cancelReply() // a typed reply on the stage gives way to the call
     setGreetingPlayer(null)
     setProblem(null)
     setCallState('connecting')
+    setTransport({ kind, switched })
     turns.current.clear()
     const controller = new AbortController()
     calling.current = controller
+    const onFailed = (error: ApiError): void => {
+      endCall()
+      // ICE could not connect (blocked UDP, no relay): the same call over the WebSocket, said on the page.
+      if (kind === 'webrtc' && error.code === 'ice_failed' && TRANSPORT !== 'webrtc') {
+        void actions.current?.startCall('websocket')
+      } else {
+        callFailed(error)
+      }
+    }
+    const onConnected = (): void => {
+      setCallState((state) => (state === 'connecting' ? 'listening' : state))
+    }
     try {
+      if (kind === 'websocket') {
+        const canvas = callCanvas.current
+        if (!canvas) return
+        call.current = await FallbackCall.start(() => s.token, langRef.current, {
+          onEvent: onCallEvent, onConnected, onFailed, canvas,
+        }, controller.signal)
+        setCallShown(true)
+        return
+      }
       const started = await Call.start(() => s.token, langRef.current, {
         onEvent: onCallEvent,
         onMedia: (stream) => {
@@ -415,7 +449,7 @@ export default function App() {
           })
         },
         onConnected: () => {
-          setCallState((state) => (state === 'connecting' ? 'listening' : state))
+          onConnected()
           window.clearTimeout(noMediaTimer.current)
           noMediaTimer.current = window.setTimeout(() => {
             const video = callVideo.current
@@ -424,10 +458,7 @@ export default function App() {
             }
           }, NO_MEDIA_MS)
         },
-        onFailed: (error) => {
-          endCall()
-          callFailed(error)
-        },
+        onFailed,
       }, controller.signal)
       call.current = started
     } catch (error) {
@@ -542,9 +573,11 @@ export default function App() {
             <video ref={videoA} playsInline preload="auto" aria-hidden="true" />
             <video ref={videoB} playsInline preload="auto" aria-hidden="true" />
             <video
-              ref={callVideo} className="call" playsInline aria-hidden="true" data-active={String(callShown)}
+              ref={callVideo} className="call" playsInline aria-hidden="true"
+              data-active={String(callShown && transport?.kind !== 'websocket')}
               onPlaying={() => { setCallShown(true); setCallBlocked(false) }}
             />
+            <canvas ref={callCanvas} className="call fallback" aria-hidden="true" hidden={transport?.kind !== 'websocket'} />
             {callState && caption && (
               <div className="captions">
                 {caption.user && (
@@ -578,6 +611,11 @@ export default function App() {
           <div className="call-row">
             <p className="status" role="status" aria-live="polite" data-phase={callState ? `call-${callState}` : phase}>
               <span className="dot" aria-hidden="true" />{statusText}
+              {callState && transport?.kind === 'websocket' && (
+                <span className="transport" data-switched={String(transport.switched)}>
+                  {t(transport.switched ? 'call.switchedToFallback' : 'call.fallback')}
+                </span>
+              )}
             </p>
             <button
               type="button" className="mic" aria-pressed={callState !== null} disabled={!canTalk && !callState}

@@ -29,7 +29,9 @@ export interface CallHandlers {
 }
 
 const GATHER_TIMEOUT_MS = 4000 // a STUN server that never answers: offer the candidates found by then
-const CONNECT_TIMEOUT_MS = 20000
+// No connection by then counts as ICE failing (the page then tries the WebSocket fallback); ?ice_timeout_s=
+// shortens it (tests).
+const CONNECT_TIMEOUT_MS = 1000 * (Number(new URLSearchParams(window.location.search).get('ice_timeout_s')) || 20)
 const DISCONNECT_GRACE_MS = 5000 // "disconnected" often recovers (a Wi-Fi hiccup); "failed" does not
 
 // For tests and debugging (the browser test reads getStats() from it): the page's current or last call,
@@ -163,7 +165,9 @@ export class Call {
     signal.throwIfAborted() // hung up while the runtime answered: hangup() (the caller's) ends it there
     await this.pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp })
     this.connectTimer = window.setTimeout(() => {
-      if (this.pc.connectionState !== 'connected') this.lost('ice_failed', 'no connection after 20 s')
+      if (this.pc.connectionState !== 'connected') {
+        this.lost('ice_failed', `no connection after ${CONNECT_TIMEOUT_MS / 1000} s`)
+      }
     }, CONNECT_TIMEOUT_MS)
   }
 
