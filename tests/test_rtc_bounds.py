@@ -15,7 +15,7 @@ from aiortc.rtcrtpreceiver import RemoteStreamTrack
 
 from realtime_avatar.rtc.call import MAX_MIC_BACKLOG, MAX_UNANSWERED_CHARS, drain
 from realtime_avatar.rtc.listener import SAMPLE_RATE
-from realtime_avatar.rtc.media import AUDIO_PACKET, AvatarOutput, MediaClock, make_tracks
+from realtime_avatar.rtc.media import AUDIO_PACKET, AvatarOutput, MediaClock, Utterance, make_tracks
 from tests.test_rtc_call import StandInStages, _call, _say, _speech
 
 
@@ -115,18 +115,28 @@ def test_a_received_track_nobody_uses_is_drained_until_it_ends() -> None:
     assert asyncio.run(run()) == 0
 
 
-def test_late_video_is_skipped_while_every_audio_packet_still_goes_out() -> None:
-    async def run() -> tuple[list[int], list[int], int]:
+def test_late_video_is_skipped_and_late_silence_too_but_never_speech() -> None:
+    async def run() -> tuple[list[int], list[int], list[int], int, int]:
         output = AvatarOutput(np.zeros((50, 8, 8, 3), np.uint8), 25, idle_stride=1)
         clock = MediaClock()
         audio, video = make_tracks(output, clock)
         clock.origin = time.monotonic() - 1.0  # the process was starved for a second
         video_pts = [(await video.recv()).pts for _ in range(3)]
-        audio_pts = [(await audio.recv()).pts for _ in range(60)]
+        silent_pts = [(await audio.recv()).pts for _ in range(3)]
+        # Speech playing when the process is starved again: every sample of it still goes out.
+        utterance = Utterance(1, "hi", 0)
+        utterance.add(np.full(24000, 0.3, np.float32), 24000, np.zeros((25, 8, 8, 3), np.uint8))
+        utterance.end()
+        output.enqueue(utterance)
+        await audio.recv()  # it starts
+        clock.origin -= 1.0
+        speech_pts = [(await audio.recv()).pts for _ in range(40)]
         audio.stop()
         video.stop()
-        return video_pts, audio_pts, output.skipped
-    video_pts, audio_pts, skipped = asyncio.run(run())
+        return video_pts, silent_pts, speech_pts, output.skipped, output.audio_skipped
+    video_pts, silent_pts, speech_pts, skipped, audio_skipped = asyncio.run(run())
     assert video_pts[0] >= 24 * 3600 and skipped >= 20  # it jumped to the frame due now...
     assert np.diff(video_pts).tolist() == [3600, 3600]  # ...and goes on from there
-    assert audio_pts == [i * AUDIO_PACKET for i in range(60)]  # audio is late, never dropped
+    assert silent_pts[0] >= 45 * AUDIO_PACKET and audio_skipped >= 45 * AUDIO_PACKET  # silence owed: skipped
+    assert np.diff(silent_pts).tolist() == [AUDIO_PACKET, AUDIO_PACKET]
+    assert np.diff(speech_pts).tolist() == [AUDIO_PACKET] * 39  # speech late: sent in full, none skipped

@@ -25,6 +25,9 @@ import soxr
 AUDIO_RATE = 48_000
 AUDIO_PACKET = 960  # 20 ms, the Opus frame WebRTC uses
 VIDEO_CLOCK = 90_000  # RTP's video clock rate
+# The audio track may fall this far behind the wall clock (a starved process) before the silence it owes
+# is skipped: without that, every later reply would come out that much late, and the lag would only grow.
+MAX_AUDIO_LAG_S = 0.1
 
 
 @dataclass
@@ -88,6 +91,7 @@ class AvatarOutput:
         self.on_started, self.on_finished = on_started, on_finished
         self.stalls = 0
         self.skipped = 0  # video frames dropped because they would have gone out late
+        self.audio_skipped = 0  # samples of silence skipped because the audio track had fallen behind
         self.hold = False  # a reply prepared before the user's turn has surely ended waits, silent
 
     # --- the call's side -----------------------------------------------------------------------------
@@ -123,6 +127,15 @@ class AvatarOutput:
         return dropped
 
     # --- the tracks' side ----------------------------------------------------------------------------
+
+    def skip_silence(self, samples: int) -> int:
+        """Move the audio clock on by up to ``samples`` when nothing is playing (no utterance has begun:
+        only silence is skipped, never speech); how many samples were skipped."""
+        if self.queue and self.queue[0].start is not None:
+            return 0
+        self.audio_position += samples
+        self.audio_skipped += samples
+        return samples
 
     def audio_packet(self, samples: int = AUDIO_PACKET) -> np.ndarray:
         out = np.zeros(samples, np.int16)
@@ -226,6 +239,11 @@ def make_tracks(output: AvatarOutput, clock: MediaClock) -> tuple[object, object
             self._sent = 0
 
         async def recv(self) -> av.AudioFrame:
+            # Late (the process was starved): catch up by skipping the silence owed, whole packets, so the
+            # next reply is not held behind it. Speech already playing is sent in full, late or not.
+            behind = int(clock.elapsed() * AUDIO_RATE) - self._sent
+            if behind > MAX_AUDIO_LAG_S * AUDIO_RATE:
+                self._sent += output.skip_silence(behind // AUDIO_PACKET * AUDIO_PACKET)
             await clock.wait_until(self._sent / AUDIO_RATE)
             if self.readyState != "live":
                 raise _media_error()
