@@ -106,7 +106,8 @@ def markdown(result: dict[str, Any]) -> str:
     def pp(stat: dict[str, Any]) -> str:
         return f"{stat['p50']} / {stat['p95']} ms (n={stat['n']})"
 
-    lines = [f"Machine: {result['machine']}. Date: {result['date']}. Runtime: {result['runtime']}.", "",
+    lines = [f"Machine: {result['machine']}. Date: {result['date']}. Runtime: {result['runtime']}. "
+             f"Transport: {result.get('transport', 'webrtc')}.", "",
              f"{s['answered']} of {s['turns']} turns answered; replies heard by whisper in the asked "
              f"language: {s['reply_language_ok']} of {s['answered']}; barge-ins honoured (interrupted, "
              f"audio stopped within 1 s): {s['barge_ins_honoured']} of {s['barge_ins']}.", "",
@@ -125,6 +126,7 @@ def markdown(result: dict[str, Any]) -> str:
              f"{s['listening_interval_p95_ms']} ms |", "",
              "| runtime breakdown, ms after the end of speech (turn_timings) | p50 / p95 |", "|---|---|"]
     lines += [f"| {k} | {pp(v)} |" for k, v in s["server_ms"].items()]
+    lines += compare(result)
     lines += ["", "| call | turn | line | heard | first audio | first frame | A/V lag | reply heard as |",
               "|---|---|---|---|---|---|---|---|"]
     for call in result["calls"]:
@@ -138,38 +140,73 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(base: str, turns: int, barge_ins: int, gap_s: float, hear: bool, runtime: str) -> dict[str, Any]:
+def compare(result: dict[str, Any]) -> list[str]:
+    """WebRTC next to the WebSocket fallback, when the run made both (the same lines in the same run)."""
+    by = result.get("by_transport")
+    if not by:
+        return []
+    names = list(by)
+    lines = ["", "| measure, p50 / p95 | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for label, key in (("end of speech -> first avatar audio, ms", "first_audio_ms"),
+                       ("end of speech -> first speaking frame, ms", "first_frame_ms"),
+                       ("abs A/V lag, arrival timeline, ms", "av_lag_abs_ms"),
+                       ("abs A/V lag, sender stamps, ms", "av_lag_pts_abs_ms")):
+        cells = [f"{by[t]['summary'][key]['p50']} / {by[t]['summary'][key]['p95']}" for t in names]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for part in ("speaking", "listening"):
+        sums = [by[t]["summary"] for t in names]
+        cells = [f"{x[f'{part}_fps']} fps, p95 {x[f'{part}_interval_p95_ms']} ms" for x in sums]
+        lines.append(f"| video while {part} | " + " | ".join(cells) + " |")
+    cells = [f"{by[t]['summary']['answered']} of {by[t]['summary']['turns']}" for t in names]
+    lines.append("| turns answered | " + " | ".join(cells) + " |")
+    return lines
+
+
+def run(base: str, turns: int, barge_ins: int, gap_s: float, hear: bool, runtime: str,
+        transports: tuple[str, ...] = ("webrtc",)) -> dict[str, Any]:
+    """Every call once per transport, one after the other (webrtc, then the WebSocket fallback: the same
+    lines, the same runtime, the same run); the first transport's numbers are the result's own."""
     calls = plan(turns, barge_ins)
     print("speaking the lines with the runtime's TTS...", flush=True)
     spoken = {lang: speak_lines(base, lines) for lang, lines in calls.items()}
-    print("warm-up call...", flush=True)
-    record_call(base, "auto", spoken["en"][:1], gap_s=gap_s)  # first calls pay one-off costs
+    for transport in transports:
+        print(f"warm-up call ({transport})...", flush=True)
+        record_call(base, "auto", spoken["en"][:1], gap_s=gap_s, transport=transport)  # one-off costs
     asr = None
     if hear:
         from engines.asr.whisper import WhisperASR
 
         asr = WhisperASR()
     result: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
-                              "runtime": runtime, "turns": turns, "gap_s": gap_s, "calls": []}
+                              "runtime": runtime, "turns": turns, "gap_s": gap_s, "transport": transports[0]}
+    per: dict[str, list[dict[str, Any]]] = {t: [] for t in transports}
     for lang, utterances in spoken.items():
-        print(f"call in {lang}: {len(utterances)} lines...", flush=True)
-        started = time.perf_counter()
-        recording = record_call(base, "auto", utterances, gap_s=gap_s)
-        wall = time.perf_counter() - started
-        media = analyse(recording)
-        rows = measure.measure_turns(media)
-        if asr is not None:
-            hear_replies(asr, recording, rows)
-        for r in rows:
-            print(f"  turn {r['turn']}: first audio {r['first_audio_ms']} ms, "
-                  f"frame {r['first_frame_ms']} ms, A/V {r['av_lag_ms']} ms  {r['text']}", flush=True)
-        result["calls"].append({"language": lang, "session_id": recording.session_id,
-                                "call_id": recording.call_id, "wall_s": round(wall, 1),
-                                "summary": call_summary(media, rows), "rows": rows})
-        del recording, media  # every decoded frame of the call
-    rows = [r for c in result["calls"] for r in c["rows"]]
-    result["summary"] = summarize(rows, result["calls"])
+        for transport in transports:
+            per[transport].append(_measured_call(base, lang, utterances, gap_s, transport, asr))
+    result["calls"] = per[transports[0]]
+    result["summary"] = summarize([r for c in result["calls"] for r in c["rows"]], result["calls"])
+    if len(transports) > 1:
+        result["by_transport"] = {t: {"summary": summarize([r for c in per[t] for r in c["rows"]], per[t]),
+                                      "calls": per[t]} for t in transports}
     return result
+
+
+def _measured_call(base: str, lang: str, utterances: list[Any], gap_s: float, transport: str,
+                   asr: Any) -> dict[str, Any]:
+    print(f"call in {lang} over {transport}: {len(utterances)} lines...", flush=True)
+    started = time.perf_counter()
+    recording = record_call(base, "auto", utterances, gap_s=gap_s, transport=transport)
+    wall = time.perf_counter() - started
+    media = analyse(recording)
+    rows = measure.measure_turns(media)
+    if asr is not None:
+        hear_replies(asr, recording, rows)
+    for r in rows:
+        print(f"  turn {r['turn']}: first audio {r['first_audio_ms']} ms, "
+              f"frame {r['first_frame_ms']} ms, A/V {r['av_lag_ms']} ms  {r['text']}", flush=True)
+    return {"language": lang, "transport": transport, "session_id": recording.session_id,
+            "call_id": recording.call_id, "wall_s": round(wall, 1), "summary": call_summary(media, rows),
+            "rows": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,19 +217,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gap", type=float, default=1.0, help="silence after each reply, s")
     parser.add_argument("--no-hear", action="store_true", help="skip whisper on the replies")
     parser.add_argument("--out", type=Path, default=Path("out/bench"))
+    parser.add_argument("--transport", choices=("webrtc", "websocket", "both"), default="webrtc",
+                        help="WebRTC, the WebSocket fallback, or both side by side (each call over each)")
     args = parser.parse_args(argv)
+    transports = ("webrtc", "websocket") if args.transport == "both" else (args.transport,)
     if args.url:
-        result = run(args.url.rstrip("/"), args.turns, args.barge_ins, args.gap, not args.no_hear, args.url)
+        result = run(args.url.rstrip("/"), args.turns, args.barge_ins, args.gap, not args.no_hear, args.url,
+                     transports)
     else:
         print("starting the runtime (cpu profile)...", flush=True)
         with serve_cpu() as base:
             result = run(base, args.turns, args.barge_ins, args.gap, not args.no_hear,
-                         "cpu profile, started here")
+                         "cpu profile, started here", transports)
     text = markdown(result)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "realtime.md").write_text(text)
-    (args.out / "realtime.json").write_text(json.dumps(result, ensure_ascii=False, indent=1, default=float))
+    name = "realtime" if args.transport == "webrtc" else f"realtime-{args.transport}"
+    (args.out / f"{name}.md").write_text(text)
+    (args.out / f"{name}.json").write_text(json.dumps(result, ensure_ascii=False, indent=1, default=float))
     return 0
 
 

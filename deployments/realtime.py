@@ -280,8 +280,8 @@ class RealtimeDeployment:
             now = time.monotonic()
             for call_id, live in list(self.calls.items()):
                 reason = live.call.expired(now)
-                if not reason and live.link is not None and live.link.unattended(now):
-                    reason = "peer_gone"  # a WebSocket call whose relay never came for its media
+                if not reason and live.link is not None and live.link.gone(now, self.rt.peer_timeout_s):
+                    reason = "peer_gone"  # a WebSocket call whose client went quiet (or never came)
                 if reason:
                     await self._end(call_id, reason)
 

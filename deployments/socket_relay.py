@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -26,9 +27,12 @@ from deployments.common import cancel_stream
 from deployments.http import to_api_error
 from realtime_avatar import logs
 from realtime_avatar.logs import event
+from realtime_avatar.rtc import wire
 
 log = logging.getLogger("realtime_avatar.api")
 MAX_BACKLOG = 50  # messages waiting for a push (1 s of 20 ms microphone frames)
+LATE_VIDEO_S = 0.5  # a video frame this far behind the call's clock when its turn to be sent comes is dropped
+VIDEO_TAG = bytes([wire.VIDEO])
 NORMAL, SERVER_ERROR = 1000, 1011
 
 
@@ -65,17 +69,32 @@ async def relay(websocket: WebSocket, realtime: Any, retry_after_s: float) -> No
 
 
 async def _downlink(websocket: WebSocket, media: Any) -> str:
-    """Send the call's batches; the reason the call ended (its ``call_ended`` event) when they stop."""
+    """Send the call's batches; the reason the call ended (its ``call_ended`` event) when they stop.
+
+    A client that reads slower than the call plays (a thin link) gets the video frames that are already
+    late dropped, never the audio or the events: its picture thins out instead of its voice falling
+    behind, and what waits to be sent stays bounded by what the audio needs."""
     reason = "ended"
+    origin: float | None = None  # wall clock of the call's sample 0, from the first media message
+    skipped = 0
     async for batch in media:
         for message in batch:
             if isinstance(message, bytes):
+                position = int.from_bytes(message[1:9], "little") if len(message) >= 9 else 0
+                now = time.monotonic()
+                if origin is None:
+                    origin = now - position / wire.AUDIO_RATE
+                if message[:1] == VIDEO_TAG and now - origin - position / wire.AUDIO_RATE > LATE_VIDEO_S:
+                    skipped += 1
+                    continue
                 await websocket.send_bytes(message)
             else:
                 await websocket.send_text(message)
                 if '"call_ended"' in message:
                     with contextlib.suppress(ValueError, KeyError, TypeError):
                         reason = str(json.loads(message)["reason"])
+    if skipped:
+        event(log, "ws_video_skipped", frames=skipped)
     return reason
 
 
@@ -101,9 +120,10 @@ async def _uplink(websocket: WebSocket, realtime: Any, call_id: str) -> None:
                 return
             data = message.get("bytes")
             backlog.append(data if data is not None else message.get("text") or "")
-            if len(backlog) > MAX_BACKLOG:
-                oldest_audio = next((i for i, m in enumerate(backlog) if isinstance(m, bytes)), 0)
-                backlog.pop(oldest_audio)
+            if len(backlog) > MAX_BACKLOG:  # the runtime is behind: the oldest microphone frame goes
+                oldest_audio = next((i for i, m in enumerate(backlog) if isinstance(m, bytes)), None)
+                if oldest_audio is not None:
+                    backlog.pop(oldest_audio)
             news.set()
         task.result()  # the call is gone (CallNotFound): the downlink says why, or the relay ends here
     except WebSocketDisconnect:

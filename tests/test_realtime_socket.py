@@ -186,6 +186,23 @@ def test_a_vanished_client_frees_everything_mid_reply(api_server: str) -> None:
     assert grown < 40, f"the realtime replica kept {grown:.0f} MB after the call ended"
 
 
+def test_a_client_whose_microphone_goes_quiet_is_gone(api_server: str) -> None:
+    """Its socket still open (a frozen tab, a link that died without a FIN): no microphone frame for
+    realtime.peer_timeout_s (5 s) ends the call, as for a WebRTC call."""
+    async def run() -> tuple[float, dict]:
+        await _until_no_calls(api_server)
+        async with SocketCall(api_server, "en", keep_video=False) as call:
+            await asyncio.sleep(1.0)
+            call._tasks[1].cancel()  # the microphone stops; the socket stays open
+            quiet = time.monotonic()
+            ended = await call.wait_event("call_ended", timeout_s=15)
+            waited = time.monotonic() - quiet
+            assert ended is not None, _kinds(call.recording.events)
+            return waited, ended.event
+    waited, ended = asyncio.run(run())
+    assert ended["reason"] == "peer_gone" and 4.5 < waited < 10, (waited, ended)
+
+
 def test_calls_that_cannot_start_are_refused_clearly(api_server: str) -> None:
     async def refused(**kwargs: object) -> RealtimeApiError:
         with pytest.raises(RealtimeApiError) as caught:

@@ -94,3 +94,32 @@ def test_the_media_loop_paces_audio_and_video_on_one_clock() -> None:
     # Listening goes out at every idle_frame_stride-th frame; speech at every frame.
     steps = np.diff([p for p, _ in video]) // 1920
     assert 2 in steps and 1 in steps
+
+
+def test_the_relay_drops_late_video_for_a_slow_client_never_audio_or_events() -> None:
+    from deployments import socket_relay
+
+    class SlowSocket:  # each send takes 30 ms: slower than 25 fps of frames plus 50 audio packets a second
+        def __init__(self) -> None:
+            self.sent: list[bytes | str] = []
+
+        async def send_bytes(self, data: bytes) -> None:
+            await asyncio.sleep(0.03)
+            self.sent.append(data)
+
+        async def send_text(self, data: str) -> None:
+            self.sent.append(data)
+
+    async def media():  # one second of a call, produced at once (the runtime does not wait for us)
+        for k in range(25):
+            yield [wire.audio_message(k * 1920, np.zeros(960, np.int16)),
+                   wire.audio_message(k * 1920 + 960, np.zeros(960, np.int16)),
+                   wire.video_message(k * 1920, b"jpeg"), '{"type":"listening"}']
+        yield ['{"type":"call_ended","reason":"idle"}']
+
+    socket = SlowSocket()
+    reason = asyncio.run(socket_relay._downlink(socket, media()))  # type: ignore[arg-type]
+    kinds = [m[0] if isinstance(m, bytes) else "event" for m in socket.sent]
+    assert reason == "idle"
+    assert kinds.count(wire.AUDIO) == 50 and kinds.count("event") == 26
+    assert 0 < kinds.count(wire.VIDEO) < 25  # the first frames went; the late ones were dropped

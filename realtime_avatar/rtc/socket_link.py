@@ -39,6 +39,7 @@ class SocketLink:
         self.events: deque[str] = deque(maxlen=MAX_EVENTS)
         self.news = asyncio.Event()
         self.opened = time.monotonic()
+        self.last_mic: float | None = None  # time.monotonic() of the last microphone frame
         self.attached = False  # a media stream is being read
         self.finished = False  # the call ended and its last events are queued
         self.sent_audio = 0  # call samples sent
@@ -56,6 +57,7 @@ class SocketLink:
 
     def microphone(self, data: bytes, now: float) -> None:
         rate, pcm = wire.parse_mic(data)  # FrameError for anything else
+        self.last_mic = time.monotonic()
         audio = pcm.astype(np.float32) / 32768.0
         if rate != SAMPLE_RATE:
             if self._resampler is None or self._rate != rate:
@@ -64,9 +66,13 @@ class SocketLink:
         if len(audio):
             self.feed(np.asarray(audio, np.float32), now)
 
-    def unattended(self, now: float) -> bool:
-        """Nobody came for the media within ``ATTACH_S`` of the call's start (the relay is gone)."""
-        return not self.attached and now - self.opened > ATTACH_S
+    def gone(self, now: float, peer_timeout_s: float) -> bool:
+        """The client is gone though its socket may not say so yet: nobody came for the media within
+        ``ATTACH_S`` of the call's start, or its microphone (a frame every 20 ms, muted or not) sent
+        nothing for ``peer_timeout_s`` (a frozen tab, a dead link without a FIN), as a WebRTC call's."""
+        if not self.attached:
+            return now - self.opened > ATTACH_S
+        return self.last_mic is not None and now - self.last_mic > peer_timeout_s
 
     def finish(self) -> None:
         self.finished = True

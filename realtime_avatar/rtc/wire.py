@@ -26,6 +26,7 @@ import numpy as np
 MIC = 0x01
 AUDIO = 0x11
 VIDEO = 0x12
+AUDIO_RATE = 48_000  # the call's clock: positions count its samples
 MIC_RATES = (16_000, 48_000)
 MAX_MIC_S = 0.1
 _MIC_HEAD = struct.Struct("<BI")
