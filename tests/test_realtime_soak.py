@@ -187,6 +187,10 @@ def test_a_peer_that_vanishes_without_a_word_is_freed_within_seconds(api_server)
             await call.signalling.aclose()
 
     during, freed, closed = asyncio.run(run())
+    report = json.loads(REPORT.read_text()) if REPORT.exists() else {}
+    report["vanished"] = {"freed_s": round(freed, 2), "sockets_closed": closed}
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    REPORT.write_text(json.dumps(report, ensure_ascii=False, indent=1))
     assert closed >= 1 and during["calls"] == 1
     # peer_timeout_s (5 s) + the sweep, with room for a loaded box; ICE consent alone takes ~30 s.
     assert freed < 12, f"the vanished call held the replica for {freed:.1f} s"
