@@ -70,12 +70,9 @@ bench-chat: setup
 	$(BIN)/python -m benchmarks.chat
 
 # A local TURN relay for relay-only calls (README "TURN relay"): Debian's coturn with the repo's config on
-# 127.0.0.1:3478, loopback peers allowed (never in production). TURN_SECRET is the shared secret.
-turn:
-	@command -v turnserver >/dev/null || { echo "coturn is missing: sudo apt-get install coturn"; exit 1; }
-	turnserver -c infra/coturn/turnserver.conf --static-auth-secret="$${TURN_SECRET:?set TURN_SECRET}" \
-	  --realm=avatar.local --listening-ip=127.0.0.1 --relay-ip=127.0.0.1 --allow-loopback-peers \
-	  --db="$${TMPDIR:-/tmp}/avatar-turndb" --pidfile="$${TMPDIR:-/tmp}/avatar-turnserver.pid"
+# 127.0.0.1:3478 (TURN_PORT), loopback peers allowed (never in production); TURN_SECRET is the shared secret.
+turn: setup
+	$(BIN)/python -m realtime_avatar.rtc.coturn
 
 # Voice calls (aiortc client, 21 turns over en/zh/es, 3 barge-ins): latency, barge-in, A/V lag, fps
 # measured on the received media; out/bench/realtime.{md,json}. URL=http://... to call a running runtime.

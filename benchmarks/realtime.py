@@ -17,7 +17,10 @@ with every raw number to ``out/bench/realtime.{md,json}``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import secrets
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +30,7 @@ import numpy as np
 
 from benchmarks.__main__ import machine
 from benchmarks.llm import QUESTIONS
-from realtime_avatar.rtc import measure
+from realtime_avatar.rtc import coturn, measure
 from realtime_avatar.rtc.harness import (
     Line,
     analyse,
@@ -164,8 +167,8 @@ def compare(result: dict[str, Any]) -> list[str]:
 
 def run(base: str, turns: int, barge_ins: int, gap_s: float, hear: bool, runtime: str,
         transports: tuple[str, ...] = ("webrtc",)) -> dict[str, Any]:
-    """Every call once per transport, one after the other (webrtc, then the WebSocket fallback: the same
-    lines, the same runtime, the same run); the first transport's numbers are the result's own."""
+    """Every call once per transport, one after the other (e.g. webrtc, relay, then the WebSocket fallback:
+    the same lines, the same runtime, the same run); the first transport's numbers are the result's own."""
     calls = plan(turns, barge_ins)
     print("speaking the lines with the runtime's TTS...", flush=True)
     spoken = {lang: speak_lines(base, lines) for lang, lines in calls.items()}
@@ -209,6 +212,27 @@ def _measured_call(base: str, lang: str, utterances: list[Any], gap_s: float, tr
             "rows": rows}
 
 
+def _with_local_relay(stack: contextlib.ExitStack) -> None:
+    """A coturn on loopback for the "relay" calls, and the runtime told of it (its own ICE policy stays
+    "all", so the direct calls of the same run still connect directly)."""
+    from graphs.launch import free_port
+
+    secret = secrets.token_urlsafe(24)
+    url = stack.enter_context(coturn.running(free_port(), secret))
+    print(f"TURN relay at {url}", flush=True)
+    for name, value in {"AVATAR_REALTIME__TURN__URLS": json.dumps([url]),
+                        "AVATAR_REALTIME__TURN__SECRET": secret}.items():
+        stack.callback(_restore, name, os.environ.get(name))
+        os.environ[name] = value  # read by the settings the runtime is started with
+
+
+def _restore(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a running runtime (default: start the cpu profile here)")
@@ -217,16 +241,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gap", type=float, default=1.0, help="silence after each reply, s")
     parser.add_argument("--no-hear", action="store_true", help="skip whisper on the replies")
     parser.add_argument("--out", type=Path, default=Path("out/bench"))
-    parser.add_argument("--transport", choices=("webrtc", "websocket", "both"), default="webrtc",
-                        help="WebRTC, the WebSocket fallback, or both side by side (each call over each)")
+    parser.add_argument("--transport", choices=("webrtc", "relay", "websocket", "both", "all"),
+                        default="webrtc",
+                        help="WebRTC direct, WebRTC relayed by a local coturn (this side relay-only), the "
+                             "WebSocket fallback; both: webrtc + websocket; all: the three, call by call")
     args = parser.parse_args(argv)
-    transports = ("webrtc", "websocket") if args.transport == "both" else (args.transport,)
-    if args.url:
+    transports = {"both": ("webrtc", "websocket"), "all": ("webrtc", "relay", "websocket")}.get(
+        args.transport, (args.transport,))
+    if args.url:  # for "relay", that runtime needs a TURN relay of its own (realtime.turn)
         result = run(args.url.rstrip("/"), args.turns, args.barge_ins, args.gap, not args.no_hear, args.url,
                      transports)
     else:
-        print("starting the runtime (cpu profile)...", flush=True)
-        with serve_cpu() as base:
+        with contextlib.ExitStack() as stack:
+            if "relay" in transports:
+                _with_local_relay(stack)
+            print("starting the runtime (cpu profile)...", flush=True)
+            base = stack.enter_context(serve_cpu())
             result = run(base, args.turns, args.barge_ins, args.gap, not args.no_hear,
                          "cpu profile, started here", transports)
     text = markdown(result)

@@ -1,11 +1,8 @@
-import contextlib
 import ctypes
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,39 +85,6 @@ def gcs_emulator() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-
-
-TURN_CONFIG = Path(__file__).resolve().parent.parent / "infra" / "coturn" / "turnserver.conf"
-
-
-@contextlib.contextmanager
-def coturn(port: int, secret: str) -> Iterator[str]:
-    """Debian's coturn with the repo's own config (infra/coturn/turnserver.conf: use-auth-secret, UDP relay)
-    on 127.0.0.1:``port``; yields its ``turn:`` URL. Loopback peers are allowed, as tests need (never in
-    production); its user database is a temporary file."""
-    binary = shutil.which("turnserver")
-    if binary is None:
-        pytest.fail("coturn is missing: scripts/setup-browser.sh installs it (apt-get install coturn)")
-    with tempfile.TemporaryDirectory(prefix="coturn-") as scratch:
-        proc = subprocess.Popen(
-            [binary, "-c", str(TURN_CONFIG), f"--static-auth-secret={secret}", "--realm=avatar.test",
-             "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", f"--listening-port={port}",
-             "--allow-loopback-peers", f"--db={scratch}/turndb", f"--pidfile={scratch}/turnserver.pid"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
-        try:
-            deadline = time.monotonic() + 20
-            while True:  # its TCP listener comes up with the UDP one
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        raise RuntimeError(f"coturn did not start on port {port}") from None
-                    time.sleep(0.05)
-            yield f"turn:127.0.0.1:{port}?transport=udp"
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from graphs.launch import free_port
+from realtime_avatar.rtc import coturn
 from realtime_avatar.rtc.client import RealtimeCall
 from realtime_avatar.rtc.harness import Line, speak_lines
 from realtime_avatar.rtc.turn import credential, username
-from tests.conftest import coturn
 
 RELAY_PORT = free_port()
 RELAY_SECRET = secrets.token_urlsafe(24)
@@ -35,7 +35,7 @@ SERVER_ENV = {
 
 @pytest.fixture(scope="module", autouse=True)
 def relay() -> Iterator[str]:
-    with coturn(RELAY_PORT, RELAY_SECRET) as url:
+    with coturn.running(RELAY_PORT, RELAY_SECRET) as url:
         yield url
 
 

@@ -795,7 +795,8 @@ def test_the_browser_gets_its_own_short_lived_turn_credential_bound_to_its_conve
     ({"SIGNALING_TURN_URLS": "stun:relay.example:3478", "SIGNALING_TURN_SECRET": "s"}, "not a turn"),
     ({"SIGNALING_ICE_TRANSPORT_POLICY": "relay"}, "needs SIGNALING_TURN_URLS"),
     ({"SIGNALING_ICE_TRANSPORT_POLICY": "direct"}, "all or relay"),
-    ({"SIGNALING_TURN_URLS": "turn:r:3478", "SIGNALING_TURN_SECRET": "s", "SIGNALING_TURN_TTL_S": "5"}, "TTL"),
+    ({"SIGNALING_TURN_URLS": "turn:r:3478", "SIGNALING_TURN_SECRET": "s", "SIGNALING_TURN_TTL_S": "5"},
+     "TTL"),
 ])
 def test_a_turn_setting_that_cannot_work_is_refused_at_start(env, problem):
     with pytest.raises(ValueError, match=problem):

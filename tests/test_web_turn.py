@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from graphs.launch import free_port
+from realtime_avatar.rtc import coturn
 from tests import test_web_call
-from tests.conftest import coturn
 from tests.test_web_browser import WebDriver, open_page, shot, signaling, wait_for
 from tests.test_web_call import LEAD_IN_S, call_state, caption, chromium, mic_button, rtc_stats
 
@@ -35,7 +35,7 @@ SERVER_ENV = {
 
 @pytest.fixture(scope="module", autouse=True)
 def relay() -> Iterator[str]:
-    with coturn(RELAY_PORT, RELAY_SECRET) as url:
+    with coturn.running(RELAY_PORT, RELAY_SECRET) as url:
         yield url
 
 

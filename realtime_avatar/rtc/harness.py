@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,9 +109,12 @@ async def converse(call: RealtimeCall | SocketCall, utterances: Sequence[Utteran
 async def call_and_record(base_url: str, language: str, utterances: Sequence[Utterance],
                           session: dict[str, Any] | None = None, transport: str = "webrtc",
                           **options: Any) -> Recording:
-    """``transport``: "webrtc" (``RealtimeCall``) or "websocket" (the fallback, ``SocketCall``)."""
-    kind = {"webrtc": RealtimeCall, "websocket": SocketCall}[transport]
-    async with kind(base_url, language, session=session) as call:
+    """``transport``: "webrtc" (``RealtimeCall``), "relay" (WebRTC with relayed candidates only on this
+    side: the runtime must have a TURN relay, ``realtime.turn``) or "websocket" (the fallback)."""
+    kinds: dict[str, Callable[..., Any]] = {
+        "webrtc": RealtimeCall, "relay": functools.partial(RealtimeCall, ice_transport_policy="relay"),
+        "websocket": SocketCall}
+    async with kinds[transport](base_url, language, session=session) as call:
         await call.wait_event(protocol.CALL_STARTED, timeout_s=30)
         await asyncio.sleep(1.0)  # some idle media first: the noise floor and the idle mouth
         await converse(call, utterances, **options)
