@@ -3,6 +3,12 @@
 Renders in-process with the configured engines (AVATAR_PROFILE / AVATAR_* select them). ``--target URL``
 (rendering through the HTTP API) is not implemented yet: it exits 2 with "not implemented yet".
 
+``python -m evaluator golden [--scenarios ...] [--voice REF.wav]``: render each scenario once and
+rewrite ``evaluator/golden/f0.json`` (the pitch regression baseline); only on purpose.
+
+``python -m evaluator sheet [--text T] [--lang L] [--output PNG]``: a contact sheet of the mouth on the
+frames where the words want rounded, spread and closed lips (``evaluator/contact_sheet.py``).
+
 ``--realtime [--target URL]``: each scenario is asked by voice in a WebRTC call to the runtime (the one
 at URL, or a cpu profile started here) and the spoken answer is measured as received
 (``evaluator/realtime.py``); JSON per run in ``outputs/realtime/`` unless ``--output`` says otherwise.
@@ -40,7 +46,47 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--image", type=Path, help="portrait (default: the bundled one)")
     run.add_argument("--output", type=Path, help="where JSON, media, summary go (default: outputs/, "
                      "outputs/realtime/ with --realtime)")
+    gold = commands.add_parser("golden", help="rewrite evaluator/golden/f0.json from one render per scenario")
+    gold.add_argument("--scenarios", nargs="+", default=["all"], help="'all' or scenario names")
+    gold.add_argument("--voice", type=Path, default=DEFAULT_VOICE, help="reference voice (as for run)")
+    gold.add_argument("--image", type=Path, help="portrait (default: the bundled one)")
+    sheet = commands.add_parser("sheet", help="PNG contact sheet of mouth shapes on a rendered sentence")
+    sheet.add_argument("--text", help="what to say (default: a sentence with o, ee and m)")
+    sheet.add_argument("--lang", default="en")
+    sheet.add_argument("--output", type=Path, default=Path("out/eval/sheet.png"))
     return parser
+
+
+def _sheet(args: argparse.Namespace) -> int:
+    from engines.media.audio import load_audio
+    from engines.media.mp4 import probe_mp4, read_frames
+    from evaluator.contact_sheet import DEFAULT_TEXT, contact_sheet
+    from realtime_avatar.pipeline import AvatarPipeline
+
+    pipeline = AvatarPipeline()
+    mp4 = args.output.with_suffix(".mp4")
+    mp4.parent.mkdir(parents=True, exist_ok=True)
+    report = pipeline.render_mp4(args.text or DEFAULT_TEXT, args.lang, mp4)
+    pcm, sample_rate = load_audio(mp4)
+    shown = contact_sheet(read_frames(mp4), probe_mp4(mp4).fps, pcm, sample_rate, report.segments,
+                          pipeline.asr, args.output)
+    print(f"wrote {args.output} (frames per row: {shown}) and {mp4}")
+    return 0
+
+
+def _golden(args: argparse.Namespace, scenarios: list[Scenario]) -> int:
+    import tempfile
+
+    from evaluator.golden import GOLDEN_FILE, write_golden
+
+    with tempfile.TemporaryDirectory() as work:
+        evaluator = Evaluator(Path(work), args.voice, args.image)
+        stats = {s.name: evaluator.golden_stats(s, Path(work)) for s in scenarios}
+    write_golden(evaluator.config_key, stats)
+    for name, value in stats.items():
+        print(f"{name}: {value.to_dict()}")
+    print(f"wrote {GOLDEN_FILE} (config_key {evaluator.config_key})")
+    return 0
 
 
 def _select(names: list[str]) -> list[Scenario]:
@@ -57,15 +103,25 @@ def _select(names: list[str]) -> list[Scenario]:
 def _progress(done: int, total: int, document: dict) -> str:
     m = document["metrics"]
     rmse = "-" if m["f0_rmse_hz"] is None else f"{m['f0_rmse_hz']:.1f} Hz"
+    words = "-" if m.get("lip_sync_words_0_1") is None else f"{m['lip_sync_words_0_1']:.2f}"
     return (f"[{done}/{total}] {document['run_id']}: total {m['total_generation_ms']:.0f} ms, "
             f"lang {m['language_detected']} ({m['language_correctness_1_1']}), "
             f"similarity {m['speaker_similarity']:.2f}, f0 rmse {rmse}, "
-            f"lip sync {m['lip_sync_coherence_0_1']:.2f}")
+            f"motion coherence {m['lip_sync_coherence_0_1']:.2f}, lip sync to words {words}, "
+            f"f0 vs reference {m['f0_median_st_vs_reference']} st")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logs.configure("WARNING")
+    if args.command == "sheet":
+        return _sheet(args)
+    if args.command == "golden":
+        try:
+            return _golden(args, _select(args.scenarios))
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     if args.output is None:
         args.output = DEFAULT_OUTPUT / "realtime" if args.realtime else DEFAULT_OUTPUT
     if args.target and not args.realtime:

@@ -12,10 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from engines.avatar.measure import FaceMeter
 from engines.media.audio import load_audio
 from engines.media.files import atomic_output
 from engines.media.mp4 import probe_mp4, read_frames
-from evaluator.metrics import language, lipsync, pitch, speaker
+from evaluator import golden
+from evaluator.metrics import language, lipsync, lipsync_words, pitch, speaker
 from evaluator.schema import check_schema
 from realtime_avatar.cache import content_hash
 from realtime_avatar.pipeline import AvatarPipeline, RenderReport
@@ -29,21 +31,33 @@ class Reference:
     digest: str
     embedding: np.ndarray
     pitch: pitch.PitchTrack
+    f0: pitch.F0Stats
 
     @classmethod
     def load(cls, path: Path) -> Reference:
         pcm, sample_rate = load_audio(path)
+        track = pitch.pitch_track(pcm, sample_rate)
         return cls(content_hash(path.read_bytes())[:12], speaker.speaker_embedding(pcm, sample_rate),
-                   pitch.pitch_track(pcm, sample_rate))
+                   track, pitch.f0_stats(track, pcm, sample_rate))
 
 
 def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def _pitch_vs(prefix: str, run: pitch.F0Stats, other: pitch.F0Stats | None) -> dict[str, float | None]:
+    diff = pitch.compare_stats(run, other) if other is not None else dict.fromkeys(("median_st", "range_st",
+                                                                                    "voiced_share"))
+    return {f"f0_median_st_vs_{prefix}": _round(diff["median_st"], 2),
+            f"f0_range_st_vs_{prefix}": _round(diff["range_st"], 2),
+            f"voiced_share_vs_{prefix}": _round(diff["voiced_share"], 3)}
+
+
 def measure(mp4: Path, report: RenderReport, scenario: Scenario, reference: Reference, asr: Any,
-            baseline: pitch.PitchTrack | None) -> tuple[dict[str, Any], pitch.PitchTrack]:
-    """Every metric from the written file (the report gives only timings and segment times).
+            baseline: pitch.PitchTrack | None,
+            golden_f0: pitch.F0Stats | None = None) -> tuple[dict[str, Any], pitch.PitchTrack]:
+    """Every metric from the written file (the report gives only timings and, for a run in several
+    languages, where each language's text lies in the audio).
 
     Returns the metrics and this run's pitch track; with no baseline yet the run is its own baseline.
     """
@@ -52,10 +66,14 @@ def measure(mp4: Path, report: RenderReport, scenario: Scenario, reference: Refe
     language_detected, correct = language.language_result([h.language for h in heard], scenario.languages)
 
     frames = read_frames(mp4)
-    envelope = lipsync.frame_envelope(pcm, sample_rate, probe_mp4(mp4).fps, len(frames))
-    coherence = lipsync.lip_sync_coherence(lipsync.mouth_openness(frames), envelope)
+    fps = probe_mp4(mp4).fps
+    mouth = FaceMeter().measure_video(frames)
+    envelope = lipsync.frame_envelope(pcm, sample_rate, fps, len(frames))
+    coherence = lipsync.lip_sync_coherence(mouth.mouth_open, envelope)
+    words = lipsync_words.lip_sync_words(frames, fps, pcm, sample_rate, report.segments, asr, mouth=mouth)
 
     track = pitch.pitch_track(pcm, sample_rate)
+    f0 = pitch.f0_stats(track, pcm, sample_rate)
     similarity = speaker.cosine_similarity(speaker.speaker_embedding(pcm, sample_rate), reference.embedding)
     timings = report.timings_ms
     values = {
@@ -72,6 +90,12 @@ def measure(mp4: Path, report: RenderReport, scenario: Scenario, reference: Refe
         "real_time_factor": round(report.real_time_factor, 4),
         "f0_mean_hz": _round(track.mean_hz, 1),
         "reference_f0_mean_hz": _round(reference.pitch.mean_hz, 1),
+        **words.to_metrics(),
+        "f0_median_hz": _round(f0.median_hz, 1),
+        "f0_range_st": _round(f0.range_st, 2),
+        "voiced_share": round(f0.voiced_share, 3),
+        **_pitch_vs("reference", f0, reference.f0),
+        **_pitch_vs("golden", f0, golden_f0),
     }
     return values, track
 
@@ -92,6 +116,7 @@ class Evaluator:
             settings.tts.model_dump_json(), settings.avatar.model_dump_json(),
             settings.motion.model_dump_json(), settings.render.model_dump_json(), self.reference.digest,
         )[:12]
+        self.golden = golden.load_golden(self.config_key)
         self.pipeline.warm_up()
 
     def _run_id(self, scenario: Scenario) -> str:
@@ -104,6 +129,15 @@ class Evaluator:
     def baseline_path(self, scenario: Scenario) -> Path:
         return self.output_dir / "baselines" / f"{scenario.name}_{self.config_key}.npz"
 
+    def golden_stats(self, scenario: Scenario, work_dir: Path) -> pitch.F0Stats:
+        """F0 statistics of one fresh render (for ``python -m evaluator golden``; the MP4 is not kept)."""
+        mp4 = work_dir / f"{scenario.name}.mp4"
+        self.pipeline.render_mp4(scenario.text, scenario.language, mp4, portrait=self.portrait,
+                                 voice=self.voice)
+        pcm, sample_rate = load_audio(mp4)
+        mp4.unlink()
+        return pitch.f0_stats(pitch.pitch_track(pcm, sample_rate), pcm, sample_rate)
+
     def run(self, scenario: Scenario) -> dict[str, Any]:
         run_id = self._run_id(scenario)
         mp4 = self.output_dir / "media" / f"{run_id}.mp4"
@@ -111,7 +145,8 @@ class Evaluator:
                                           voice=self.voice)
         baseline_path = self.baseline_path(scenario)
         baseline = pitch.PitchTrack.load(baseline_path) if baseline_path.exists() else None
-        values, track = measure(mp4, report, scenario, self.reference, self.pipeline.asr, baseline)
+        values, track = measure(mp4, report, scenario, self.reference, self.pipeline.asr, baseline,
+                                self.golden.get(scenario.name))
         if baseline is None:
             with atomic_output(baseline_path) as tmp:
                 track.save(tmp)

@@ -13,6 +13,12 @@ METRIC_KEYS = (
 NUMERIC_KEYS = tuple(key for key in METRIC_KEYS if key != "language_detected")
 # f0_rmse_hz is null when no frame is voiced in both the run and its baseline: undefined, not 0.
 NULLABLE_KEYS = ("f0_rmse_hz",)
+# Optional metrics, checked when present: lip sync to the words (0..1, null when no part could be judged)
+# and the pitch against the reference voice / the golden run (signed semitones and shares, null when
+# unvoiced or when there is no golden run for this configuration).
+UNIT_KEYS = ("lip_sync_words_0_1", "lip_sync_words_matched_share")
+SIGNED_KEYS = ("f0_median_st_vs_reference", "f0_range_st_vs_reference", "voiced_share_vs_reference",
+               "f0_median_st_vs_golden", "f0_range_st_vs_golden", "voiced_share_vs_golden")
 
 
 def check_schema(document: dict[str, Any]) -> None:
@@ -44,3 +50,14 @@ def check_schema(document: dict[str, Any]) -> None:
             raise ValueError(f"{key} must lie in 0..1")
     if values["f0_rmse_hz"] is not None and values["f0_rmse_hz"] < 0:
         raise ValueError("f0_rmse_hz must not be negative")
+    for key in (*UNIT_KEYS, *SIGNED_KEYS):
+        value = values.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ValueError(f"{key} must be a finite number or null, not {value!r}")
+        if key in UNIT_KEYS and not 0.0 <= value <= 1.0:
+            raise ValueError(f"{key} must lie in 0..1")
+    for key, value in (values.get("lip_sync_words_parts") or {}).items():
+        if value is not None and not (isinstance(value, int | float) and 0.0 <= value <= 1.0):
+            raise ValueError(f"lip_sync_words_parts.{key} must lie in 0..1 or be null")

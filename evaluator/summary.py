@@ -12,6 +12,7 @@ import numpy as np
 SUMMARY_METRICS = (
     "total_generation_ms", "tts_ms", "avatar_render_ms", "real_time_factor", "speaker_similarity",
     "f0_rmse_hz", "language_correctness_1_1", "lip_sync_coherence_0_1", "asr_wer",
+    "lip_sync_words_0_1", "f0_median_st_vs_reference", "f0_median_st_vs_golden",
 )
 
 
@@ -56,7 +57,7 @@ def plot_trends(runs: list[dict[str, Any]], path: Path) -> None:
     from matplotlib.ticker import MaxNLocator
 
     panels = ("total_generation_ms", "real_time_factor", "speaker_similarity", "f0_rmse_hz",
-              "lip_sync_coherence_0_1")
+              "lip_sync_coherence_0_1", "lip_sync_words_0_1", "f0_median_st_vs_reference")
     figure, axes = plt.subplots(len(panels), 1, figsize=(9, 2.4 * len(panels)), sharex=False)
     by_scenario: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for run in runs:

@@ -1,4 +1,4 @@
-"""Measure rendered video frames (pixels only, never the motion track): mouth and eye openness.
+"""Measure rendered video frames (pixels only, never the motion track): mouth shape and eye openness.
 
 Used by the tests and the evaluator to check that what the renderer *drew* follows the speech: dlib's
 68 landmarks are fitted on every frame, inside the face box detected on the first frame (or on every
@@ -33,6 +33,20 @@ def mouth_openness(landmarks: np.ndarray) -> float:
     return float(gap / max(width, 1e-6))
 
 
+def mouth_width(landmarks: np.ndarray) -> float:
+    """Outer mouth width over the distance between the outer eye corners (36, 45): spread lips widen it."""
+    width = np.linalg.norm(landmarks[MOUTH_RIGHT] - landmarks[MOUTH_LEFT])
+    eyes = np.linalg.norm(landmarks[45] - landmarks[36])
+    return float(width / max(eyes, 1e-6))
+
+
+def mouth_roundness(landmarks: np.ndarray) -> float:
+    """Outer lip height (51-57) over outer width: rounded lips (o/u) are taller for their width."""
+    height = np.linalg.norm(landmarks[51] - landmarks[57])
+    width = np.linalg.norm(landmarks[MOUTH_RIGHT] - landmarks[MOUTH_LEFT])
+    return float(height / max(width, 1e-6))
+
+
 def eye_openness(landmarks: np.ndarray) -> float:
     """Eye aspect ratio (Soukupova & Cech 2016), averaged over both eyes: ~0.3 open, ~0.1 closed."""
     ratios = []
@@ -47,6 +61,8 @@ def eye_openness(landmarks: np.ndarray) -> float:
 class FrameMeasurement:
     mouth_open: float
     eye_open: float
+    mouth_width: float
+    mouth_round: float
     landmarks: np.ndarray  # [68, 2] float32, frame pixels
 
 
@@ -54,6 +70,8 @@ class FrameMeasurement:
 class VideoMeasurement:
     mouth_open: np.ndarray  # per frame
     eye_open: np.ndarray  # per frame
+    mouth_width: np.ndarray  # per frame
+    mouth_round: np.ndarray  # per frame
 
 
 class FaceMeter:
@@ -73,11 +91,14 @@ class FaceMeter:
             elif self._box is None:
                 raise NoFaceError("no face detected in the frame")
         landmarks = fit_landmarks(frame, self._box)
-        return FrameMeasurement(mouth_openness(landmarks), eye_openness(landmarks), landmarks)
+        return FrameMeasurement(mouth_openness(landmarks), eye_openness(landmarks), mouth_width(landmarks),
+                                mouth_roundness(landmarks), landmarks)
 
     def measure_video(self, frames: Iterable[np.ndarray]) -> VideoMeasurement:
         measured = [self.measure(frame) for frame in frames]
         return VideoMeasurement(
             mouth_open=np.array([m.mouth_open for m in measured], np.float32),
             eye_open=np.array([m.eye_open for m in measured], np.float32),
+            mouth_width=np.array([m.mouth_width for m in measured], np.float32),
+            mouth_round=np.array([m.mouth_round for m in measured], np.float32),
         )
