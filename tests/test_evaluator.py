@@ -132,10 +132,14 @@ GOOD = {"run_id": "2026-11-06T01:23:45Z_EN_short", "metrics": {
     ("speaker_similarity", 1.5), ("lip_sync_coherence_0_1", -0.1), ("language_correctness_1_1", 0.5),
     ("tts_ms", "fast"), ("tts_ms", float("nan")), ("total_generation_ms", -1), ("language_detected", "en"),
     ("language_detected", ""), ("f0_rmse_hz", float("inf")), ("language_correctness_1_1", True),
+    ("lip_sync_words_0_1", 1.2), ("lip_sync_words_0_1", "good"), ("f0_median_st_vs_reference", float("nan")),
+    ("lip_sync_words_parts", {"pause_closed": -0.5}),
 ])
 def test_schema_check_rejects_bad_values(key, bad):
     check_schema(GOOD)
     check_schema({**GOOD, "extra": 1, "metrics": {**GOOD["metrics"], "asr_wer": 0.1}})
+    check_schema({**GOOD, "metrics": {**GOOD["metrics"], "lip_sync_words_0_1": None,
+                                      "f0_median_st_vs_golden": None, "f0_median_st_vs_reference": -2.5}})
     with pytest.raises(ValueError):
         check_schema({**GOOD, "metrics": {**GOOD["metrics"], key: bad}})
 
@@ -170,6 +174,12 @@ def test_a_real_run_writes_the_exact_shape(tmp_path):
         assert document["metrics"]["language_detected"] == "EN"
         assert document["metrics"]["language_correctness_1_1"] == 1
         assert (tmp_path / document["media"]).stat().st_size > 0
+    for document in documents:  # the metrics measured against the words and the reference voice
+        m = document["metrics"]
+        assert m["lip_sync_words_0_1"] is not None and 0.0 <= m["lip_sync_words_0_1"] <= 1.0, m
+        assert set(m["lip_sync_words_parts"]) == {"pause_closed", "bilabial_closed", "rounded", "spread"}
+        assert m["lip_sync_words_matched_share"] > 0.5, m
+        assert m["f0_median_st_vs_reference"] is not None and m["voiced_share"] > 0.2, m
     assert documents[0]["metrics"]["f0_rmse_hz"] == 0.0  # the first run is the baseline
     assert documents[1]["metrics"]["f0_rmse_hz"] is not None
     assert len(list((tmp_path / "baselines").glob("EN_short_*.npz"))) == 1
