@@ -72,7 +72,10 @@ def _mouth_tile(frame: np.ndarray, measured: Any, caption: str) -> np.ndarray:
     x0, y0 = int(max(centre[0] - half, 0)), int(max(centre[1] - half, 0))
     crop = frame[y0: int(centre[1] + half), x0: int(centre[0] + half)]
     tile = cv2.resize(np.ascontiguousarray(crop), (TILE, TILE), interpolation=cv2.INTER_CUBIC)
-    text = f"{caption} o{measured.mouth_open:.2f} w{measured.mouth_width:.2f} r{measured.mouth_round:.2f}"
-    cv2.rectangle(tile, (0, TILE - 14), (TILE, TILE), (255, 255, 255), -1)
-    cv2.putText(tile, text, (1, TILE - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.27, (0, 0, 0), 1, cv2.LINE_AA)
+    lines = (caption, f"o {measured.mouth_open:.2f} w {measured.mouth_width:.2f} "
+                      f"r {measured.mouth_round:.2f}")
+    cv2.rectangle(tile, (0, TILE - 26), (TILE, TILE), (255, 255, 255), -1)
+    for row, text in enumerate(lines):
+        cv2.putText(tile, text, (2, TILE - 15 + 12 * row), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1,
+                    cv2.LINE_AA)
     return tile
