@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import json
 import os
-import secrets
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -215,13 +214,9 @@ def _measured_call(base: str, lang: str, utterances: list[Any], gap_s: float, tr
 def _with_local_relay(stack: contextlib.ExitStack) -> None:
     """A coturn on loopback for the "relay" calls, and the runtime told of it (its own ICE policy stays
     "all", so the direct calls of the same run still connect directly)."""
-    from graphs.launch import free_port
-
-    secret = secrets.token_urlsafe(24)
-    url = stack.enter_context(coturn.running(free_port(), secret))
-    print(f"TURN relay at {url}", flush=True)
-    for name, value in {"AVATAR_REALTIME__TURN__URLS": json.dumps([url]),
-                        "AVATAR_REALTIME__TURN__SECRET": secret}.items():
+    relay = coturn.LocalRelay.pick()
+    print(f"TURN relay at {stack.enter_context(relay.running())}", flush=True)
+    for name, value in relay.runtime_env(policy="all").items():
         stack.callback(_restore, name, os.environ.get(name))
         os.environ[name] = value  # read by the settings the runtime is started with
 

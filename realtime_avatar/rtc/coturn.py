@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
+import secrets
 import shutil
 import signal
 import socket
@@ -13,10 +15,38 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 CONFIG = Path(__file__).resolve().parents[2] / "infra" / "coturn" / "turnserver.conf"
 START_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True)
+class LocalRelay:
+    """A relay's port and secret, chosen before the runtime that uses it is configured."""
+
+    port: int
+    secret: str
+
+    @classmethod
+    def pick(cls) -> LocalRelay:
+        """A loopback port free now (coturn takes it for both UDP and TCP) and a fresh secret."""
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return cls(probe.getsockname()[1], secrets.token_urlsafe(24))
+
+    @property
+    def url(self) -> str:
+        return f"turn:127.0.0.1:{self.port}?transport=udp"
+
+    def runtime_env(self, policy: str = "all") -> dict[str, str]:
+        """The runtime's settings for this relay (``realtime.turn``, ``realtime.ice_transport_policy``)."""
+        return {"AVATAR_REALTIME__TURN__URLS": json.dumps([self.url]),
+                "AVATAR_REALTIME__TURN__SECRET": self.secret, "AVATAR_REALTIME__ICE_TRANSPORT_POLICY": policy}
+
+    def running(self) -> contextlib.AbstractContextManager[str]:
+        return running(self.port, self.secret)
 
 
 def _die_with_parent() -> None:
