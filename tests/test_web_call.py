@@ -330,7 +330,10 @@ def test_call_problems_are_explained_on_the_page():
 
     fake = _fake_runtime()
     with running_runtime(fake) as runtime_url, signaling(runtime_url) as base, chromium() as driver:
-        open_page(driver, base)
+        # WebRTC only: these are WebRTC's problems (the page's switch to the WebSocket fallback when ICE
+        # fails, and the fallback's own failures, are tests/test_web_fallback.py's).
+        driver.get(f"{base}/avatar/?transport=webrtc")
+        wait_for(lambda: phase(driver) == "ready", 60, "the page to connect")
         # The runtime is on as many calls as it takes: the 503's message and its Retry-After, in words.
         fake.offer_mode = "too_many_calls"
         mic_button(driver).click()
