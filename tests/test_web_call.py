@@ -72,9 +72,9 @@ def question_wav(tmp_path_factory) -> Path:
 
 
 @contextlib.contextmanager
-def chromium(microphone: Path | None = None) -> Iterator[WebDriver]:
+def chromium(microphone: Path | None = None, *extra: str) -> Iterator[WebDriver]:
     """Headless Chromium whose microphone is allowed without a prompt and fake: ``microphone``'s WAV,
-    played once (then silence), or Chromium's beep."""
+    played once (then silence), or Chromium's beep; ``extra`` flags besides."""
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     profile = tempfile.mkdtemp(prefix="avatar-chromium-")
@@ -84,7 +84,7 @@ def chromium(microphone: Path | None = None) -> Iterator[WebDriver]:
              "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
              "--autoplay-policy=no-user-gesture-required",
              # Plain loopback host candidates instead of mDNS names, which aiortc does not resolve.
-             "--disable-features=WebRtcHideLocalIpsWithMdns"]
+             "--disable-features=WebRtcHideLocalIpsWithMdns", *extra]
     if microphone is not None:
         flags.append(f"--use-file-for-fake-audio-capture={microphone}%noloop")
     for flag in flags:

@@ -8,58 +8,24 @@ Skipped like tests/test_web_browser.py without chromium or web/dist, unless AVAT
 
 from __future__ import annotations
 
-import contextlib
-import shutil
 import socket
-import tempfile
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 
 from tests.test_web_browser import (
-    CHROMEDRIVER,
-    CHROMIUM,
-    Service,
     WebDriver,
     say,
     shot,
     signaling,
     wait_for,
-    webdriver,
 )
-from tests.test_web_call import call_state, caption, mic_button, question_wav, voice_messages
+from tests.test_web_call import call_state, caption, chromium, mic_button, question_wav, voice_messages
 
 __all__ = ["question_wav"]  # the fixture, shared with tests/test_web_call.py
 SERVER_ENV = {"AVATAR_CHAT__TEMPERATURE": "0", "AVATAR_CHAT__REPLY_MAX_SENTENCES": "2"}
-
-
-@contextlib.contextmanager
-def chromium(microphone: Path | None = None, *extra: str) -> Iterator[WebDriver]:
-    """Headless Chromium with a fake microphone (``microphone``'s WAV once, or its beep), ``extra`` flags."""
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    profile = tempfile.mkdtemp(prefix="avatar-chromium-")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", "--window-size=1100,800", "--lang=en-US",
-             "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-             "--autoplay-policy=no-user-gesture-required",
-             "--disable-features=WebRtcHideLocalIpsWithMdns", *extra]
-    if microphone is not None:
-        flags.append(f"--use-file-for-fake-audio-capture={microphone}%noloop")
-    for flag in flags:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_script_timeout(10)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def open_at(driver: WebDriver, url: str) -> None:
