@@ -131,3 +131,35 @@ def test_speech_is_still_transcribed_with_vad(asr, lj_speech):
     assert asr.vad_filter
     text = normalize(asr.transcribe(pcm, rate, language="en").text)
     assert "printing" in text and "arts" in text, text
+
+
+@pytest.mark.parametrize("seconds", [3.0, 9.7])
+def test_detecting_the_language_encodes_a_short_utterance_once(asr, lj_speech, seconds):
+    """Auto language reuses detection's encoder output for decoding, with the transcript faster-whisper
+    gives when it encodes twice (engines/asr/one_encode.py)."""
+    from faster_whisper import WhisperModel
+
+    pcm, sample_rate = lj_speech
+    clip = soxr.resample(pcm, sample_rate, 16_000).astype(np.float32)[: int(seconds * 16_000)]
+    asr.load()
+    model = asr._whisper
+    encoded = []
+    original = WhisperModel.encode
+
+    def counting(self, features):
+        encoded.append(features.shape)
+        return original(self, features)
+
+    plain = WhisperModel(str(asr.model_dir()), device="cpu", compute_type="int8", cpu_threads=asr.cpu_threads)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(WhisperModel, "encode", counting)
+        reused = asr.transcribe(clip, 16_000)
+        assert len(encoded) == 1, encoded  # detection's pass served decoding too
+        encoded.clear()
+        segments, info = plain.transcribe(clip, beam_size=asr.beam_size, word_timestamps=True,
+                                          vad_filter=asr.vad_filter)
+        text = "".join(s.text for s in segments).strip()
+        assert len(encoded) == 2  # what the stock model does: the reason for the subclass
+    assert (reused.language, reused.text) == (info.language, text)
+    assert reused.language_probability == pytest.approx(info.language_probability, abs=0.01)
+    assert model._last is None  # the cached output is not held after the call

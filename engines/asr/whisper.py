@@ -111,9 +111,9 @@ class WhisperASR:
         with self._lock:
             if self._whisper is not None:
                 return
-            from faster_whisper import WhisperModel
+            from engines.asr.one_encode import OneEncodeWhisper
 
-            self._whisper = WhisperModel(
+            self._whisper = OneEncodeWhisper(
                 str(self.model_dir()),
                 device=self.device,
                 compute_type=self.compute_type,
@@ -150,9 +150,12 @@ class WhisperASR:
             vad_filter=self.vad_filter,
         )
         raw = []
-        for segment in segments_iter:
-            raw.append(segment)
-            yield None
+        try:
+            for segment in segments_iter:
+                raw.append(segment)
+                yield None
+        finally:
+            self._whisper.forget()
         segments = [
             Segment(
                 start=float(s.start),
