@@ -13,7 +13,10 @@ from typing import Any
 ALIASES: dict[str, dict[str, str]] = {
     "asr": {"faster-whisper": "engines.asr.whisper:WhisperASR"},
     "tts": {"bundled": "engines.tts.bundled:BundledTTS", "xtts-v2": "engines.tts.xtts:XTTSEngine"},
-    "motion": {"audio-driven": "engines.motion.generator:MotionGenerator"},
+    "motion": {
+        "audio-driven": "engines.motion.generator:MotionGenerator",
+        "visemes": "engines.motion.visemes:VisemeMotionGenerator",
+    },
     "vad": {"silero": "engines.vad.silero:SileroVAD"},
     "avatar": {
         "lite": "engines.avatar.lite:LiteRenderer",

@@ -15,6 +15,7 @@ DEFAULT_HIGH_BAND = (1200.0, 3500.0)  # second-formant region: high for spread v
 DEFAULT_VOICED_BAND = (100.0, 1000.0)
 _FULL_BAND_HZ = 8000.0
 _EPS = 1e-12
+SILENCE_DB = -120.0  # the level given to frames of no audio at all
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,11 @@ class FrameAnalyzer:
             self._data = np.zeros(self._window, np.float32)
             self._origin = -self._window
 
+    def silence(self, n_frames: int) -> FrameFeatures:
+        """Features of ``n_frames`` of digital silence (idle frames, no audio analysed)."""
+        zeros = np.zeros(n_frames, np.float32)
+        return FrameFeatures(level_db=np.full(n_frames, SILENCE_DB, np.float32), tilt_db=zeros, voicing=zeros)
+
     def push(self, pcm: np.ndarray, sample_rate: int) -> FrameFeatures:
         """Append samples; return features for every frame they complete."""
         self._start(sample_rate)
@@ -128,17 +134,23 @@ class FrameAnalyzer:
 
     def _emit(self, count: int) -> FrameFeatures:
         if count == 0:
-            empty = np.zeros(0, np.float32)
-            return FrameFeatures(empty, empty, empty)
+            return self.silence(0)
         ends = np.array([self._boundary(self._frames + k) for k in range(1, count + 1)]) - self._origin
         index = ends[:, None] - self._window + np.arange(self._window)[None, :]
-        spectra = np.fft.rfft(self._data[index] * self._taper, n=self._n_fft, axis=1)
+        windows = self._data[index]
+        spectra = np.fft.rfft(windows * self._taper, n=self._n_fft, axis=1)
         power = (spectra.real**2 + spectra.imag**2) * self._power_scale
-        band = {name: power[:, mask].sum(axis=1) + _EPS for name, mask in self._masks.items()}
+        features = self._features(windows, power)
         self._frames += count
         keep_from = self._boundary(self._frames + 1) - self._window - self._origin
         self._data = self._data[max(keep_from, 0) :]
         self._origin += max(keep_from, 0)
+        return features
+
+    def _features(self, windows: np.ndarray, power: np.ndarray) -> FrameFeatures:
+        """Per-frame cues from each frame's samples ``[frames, window]`` and power spectrum (a subclass
+        measures more cues from the same analysis)."""
+        band = {name: power[:, mask].sum(axis=1) + _EPS for name, mask in self._masks.items()}
         return FrameFeatures(
             level_db=(10 * np.log10(band["speech"])).astype(np.float32),
             tilt_db=(10 * np.log10(band["high"] / band["low"])).astype(np.float32),

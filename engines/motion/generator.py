@@ -18,7 +18,6 @@ from engines.motion.procedural import BlinkScheduler, Breather, SmoothNoise, smo
 from engines.motion.track import MotionTrack
 
 DEFAULT_FPS = 25
-_SILENCE_DB = -120.0
 
 
 class MotionGenerator:
@@ -74,7 +73,7 @@ class MotionGenerator:
             raise InputError(f"fps must be positive, got {fps}")
         self.seed = seed
         self.fps = float(fps)
-        self._analyzer = FrameAnalyzer(self.fps, window_s=window_s)
+        self._analyzer = self._new_analyzer(window_s)
         self._attack = smoothing_coefficient(attack_s, self.fps)
         self._release = smoothing_coefficient(release_s, self.fps)
         self._width_rate = smoothing_coefficient(width_smoothing_s, self.fps)
@@ -133,7 +132,7 @@ class MotionGenerator:
         """
         if n_frames < 0:
             raise InputError(f"n_frames must be >= 0, got {n_frames}")
-        return self._animate(_silence(n_frames))
+        return self._animate(self._analyzer.silence(n_frames))
 
     def settle(self, n_frames: int) -> MotionTrack:
         """``n_frames`` of silence that fade the mouth and every speech addition out, ending exactly on
@@ -141,15 +140,13 @@ class MotionGenerator:
         if n_frames < 0:
             raise InputError(f"n_frames must be >= 0, got {n_frames}")
         fade = np.linspace(1.0, 0.0, n_frames + 1)[1:]
-        return self._animate(_silence(n_frames), fade)
+        return self._animate(self._analyzer.silence(n_frames), fade)
 
     def _animate(self, features: FrameFeatures, fade: np.ndarray | None = None) -> MotionTrack:
         n = len(features)
         out = np.zeros((6, n), np.float64)  # mouth_open, mouth_width, blink, breath, activity, emphasis
         for i in range(n):
-            out[:, i] = self._step(
-                float(features.level_db[i]), float(features.tilt_db[i]), float(features.voicing[i])
-            )
+            out[:, i] = self._step(features, i)
         mouth_open, mouth_width, blink, breath, activity, emphasis = out
         if fade is not None:
             mouth_open, mouth_width, activity, emphasis = (v * fade for v in
@@ -180,11 +177,25 @@ class MotionGenerator:
             yaw=yaw, pitch=pitch, roll=roll, breath=breath,
         )
 
-    def _step(self, level_db: float, tilt_db: float, voicing: float) -> tuple[float, ...]:
+    def _new_analyzer(self, window_s: float) -> FrameAnalyzer:
+        return FrameAnalyzer(self.fps, window_s=window_s)
+
+    def _step(self, features: FrameFeatures, i: int) -> tuple[float, ...]:
+        level_db = float(features.level_db[i])
         self._peak_db = max(level_db, self._peak_db - self._peak_decay_db, self._peak_floor_db)
         loudness = 0.0
         if level_db > self._gate_db:
             loudness = min(max((level_db - self._peak_db + self._range_db) / self._range_db, 0.0), 1.0)
+        self._mouth_step(features, i, loudness)
+        self._activity += self._activity_rate * (loudness - self._activity)
+        self._emphasis += self._emphasis_rate * (self._open - self._emphasis)
+        emphasis = max(0.0, self._emphasis - self._activity)
+        return self._open, self._width, self._blinks.step(), self._breather.step(), self._activity, emphasis
+
+    def _mouth_step(self, features: FrameFeatures, i: int, loudness: float) -> None:
+        """Advance ``self._open`` / ``self._width`` by one frame (``loudness``: 0..1 within the running
+        peak's range); a subclass replaces only this."""
+        tilt_db, voicing = float(features.tilt_db[i]), float(features.voicing[i])
         target = self._open_gain * loudness**self._open_gamma
         target *= self._unvoiced_open + (1.0 - self._unvoiced_open) * voicing
         rate = self._attack if target > self._open else self._release
@@ -193,16 +204,6 @@ class MotionGenerator:
         width_target = float(np.tanh((tilt_db - self._tilt_center_db) / self._tilt_scale_db))
         width_target *= voicing * min(1.0, 2.0 * loudness)
         self._width += self._width_rate * (width_target - self._width)
-
-        self._activity += self._activity_rate * (loudness - self._activity)
-        self._emphasis += self._emphasis_rate * (self._open - self._emphasis)
-        emphasis = max(0.0, self._emphasis - self._activity)
-        return self._open, self._width, self._blinks.step(), self._breather.step(), self._activity, emphasis
-
-
-def _silence(n_frames: int) -> FrameFeatures:
-    zeros = np.zeros(n_frames, np.float32)
-    return FrameFeatures(level_db=np.full(n_frames, _SILENCE_DB, np.float32), tilt_db=zeros, voicing=zeros)
 
 
 def _pair(values: Sequence[float]) -> tuple[float, float]:

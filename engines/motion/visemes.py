@@ -1,0 +1,220 @@
+"""Viseme-aware motion: the mouth takes the shape of the speech sounds, not only their loudness.
+
+Per video frame, from the audio alone (what the realtime path and reference-voice TTS give):
+
+- *jaw*: loudness, scaled by the first formant (F1 rises as the jaw drops: "a" wide, "i"/"u" near closed);
+- *width*: the second formant (F2 high: spread "ee"; low: rounded "oo"/"o"), on voiced frames only, and
+  held through consonants and short gaps (lips keep the neighbouring vowel's rounding: coarticulation);
+- *closures*: a voiced frame whose energy is nearly all below the oral band (above the voice bar and the
+  nasal murmur, where vowels carry their energy) with a low first formant is a closed mouth: the murmur
+  of "m" (its sound leaves through the nose) and the voice bar of "b" ("n" too: the jaw is up for it).
+  The silence of a voiceless stop ("p") closes the mouth through the loudness, as a pause does.
+
+Formants come from linear prediction on each frame's own power spectrum (band-limited to the formant
+range), so they cost one small polynomial root per frame. Jaw and width each follow their targets through
+a critically damped second-order follower (smooth, no overshoot, no chattering); a closure takes the jaw
+down within the frame and holds it for a minimum dwell.
+
+Everything else (blinks, head motion, breathing, the idle-loop base, chunking) is ``MotionGenerator``'s;
+this class replaces only its mouth step, so it is a drop-in ``motion`` engine ("visemes").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.linalg import solve_toeplitz
+
+from engines.motion.features import FrameAnalyzer, FrameFeatures
+from engines.motion.generator import MotionGenerator
+
+# The analysis window is the whole frame (at 25 fps, 40 ms): long enough for formants, short enough not
+# to smear a 60 ms closure into the vowels around it (the loudness engine's 64 ms does).
+VISEME_WINDOW_S = 0.04
+ORAL_BAND = (400.0, 4000.0)  # above the voice bar of "b" and the murmur of "m"; F1 and F2 of vowels
+FORMANT_BAND_HZ = 5000.0  # linear prediction sees the spectrum up to here (F1-F3 of adult voices)
+LPC_ORDER = 10  # two poles per formant in 5 kHz, plus two for the source and radiation slope
+PRE_EMPHASIS = 0.97  # flattens the voice's spectral tilt so the higher formants get their own poles
+MAX_BANDWIDTH_HZ = 500.0  # wider resonances are not formants
+MIN_FORMANT_HZ = 180.0
+_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class VisemeFeatures(FrameFeatures):
+    """``FrameFeatures`` plus the cues of the mouth's shape."""
+
+    f1_hz: np.ndarray  # first formant (NaN: none found)
+    f2_hz: np.ndarray  # second formant (NaN: none found)
+    oral_db: np.ndarray  # ORAL_BAND power over the speech-band power, dB (~0 on vowels, -10 or less on m/b)
+
+
+class VisemeAnalyzer(FrameAnalyzer):
+    """``FrameAnalyzer`` that also measures the first two formants and the oral band's share."""
+
+    def _start(self, sample_rate: int) -> None:
+        changed = self.sample_rate != sample_rate
+        super()._start(sample_rate)
+        if changed:
+            freqs = np.fft.rfftfreq(self._n_fft, 1.0 / sample_rate)
+            self._oral = (freqs >= ORAL_BAND[0]) & (freqs < ORAL_BAND[1])
+            self._formant_bins = int(np.searchsorted(freqs, min(FORMANT_BAND_HZ, sample_rate / 2)))
+            self._formant_rate = 2.0 * freqs[self._formant_bins - 1]  # sample rate of the band-limited signal
+            omega = np.pi * freqs[: self._formant_bins] / freqs[self._formant_bins - 1]
+            self._emphasis = np.abs(1.0 - PRE_EMPHASIS * np.exp(-1j * omega)) ** 2
+
+    def silence(self, n_frames: int) -> VisemeFeatures:
+        base = super().silence(n_frames)
+        missing = np.full(n_frames, np.nan, np.float32)
+        return VisemeFeatures(base.level_db, base.tilt_db, base.voicing, f1_hz=missing, f2_hz=missing,
+                              oral_db=np.zeros(n_frames, np.float32))
+
+    def _features(self, windows: np.ndarray, power: np.ndarray) -> VisemeFeatures:
+        base = super()._features(windows, power)
+        oral_db = 10 * np.log10(power[:, self._oral].sum(axis=1) + _EPS) - base.level_db
+        f1, f2 = self._formants(power)
+        return VisemeFeatures(base.level_db, base.tilt_db, base.voicing, f1_hz=f1, f2_hz=f2,
+                              oral_db=oral_db.astype(np.float32))
+
+    def _formants(self, power: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """F1, F2 per frame by linear prediction on the pre-emphasised, band-limited power spectrum (its
+        inverse FFT is the autocorrelation of the band's signal)."""
+        band = power[:, : self._formant_bins] * self._emphasis
+        autocorrelation = np.fft.irfft(band, axis=1)[:, : LPC_ORDER + 1]
+        f1 = np.full(len(power), np.nan, np.float32)
+        f2 = np.full(len(power), np.nan, np.float32)
+        for i, r in enumerate(autocorrelation):
+            if r[0] <= _EPS:
+                continue
+            r = r * np.exp(-0.5 * (2e-3 * np.arange(LPC_ORDER + 1)) ** 2)  # lag window: stable, smooth
+            r[0] *= 1.0 + 1e-6
+            coefficients = solve_toeplitz(r[:-1], r[1:])
+            roots = np.roots(np.concatenate([[1.0], -coefficients]))
+            roots = roots[roots.imag > 0]
+            freqs = np.angle(roots) * self._formant_rate / (2 * np.pi)
+            bandwidths = -np.log(np.abs(roots) + _EPS) * self._formant_rate / np.pi
+            found = np.sort(freqs[(bandwidths < MAX_BANDWIDTH_HZ) & (freqs > MIN_FORMANT_HZ)])
+            if found.size >= 2:
+                f1[i], f2[i] = found[0], found[1]
+        return f1, f2
+
+
+class VisemeMotionGenerator(MotionGenerator):
+    """``MotionGenerator`` whose mouth follows formants and closures (see the module docstring).
+
+    Every ``MotionGenerator`` option applies (blinks, head, breath, ``base``/``start_frame``); the mouth's
+    own options are below. Frequencies are for an adult voice; the F2 centre sits between a typical
+    "oo" and "ee".
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        window_s: float = VISEME_WINDOW_S,
+        f1_closed_hz: float = 300.0,
+        f1_open_hz: float = 750.0,
+        jaw_range: tuple[float, float] = (0.6, 1.2),
+        f2_center_hz: float = 1800.0,
+        f2_scale_hz: float = 350.0,
+        closure_drop_db: tuple[float, float] = (6.0, 12.0),
+        closure_memory_s: float = 0.16,
+        closure_f1_hz: float = 280.0,
+        closure_dwell_s: float = 0.04,
+        closure_max_s: float = 0.04,
+        jaw_response_s: float = 0.02,
+        width_response_s: float = 0.025,
+        width_hold_s: float = 0.2,
+        voiced_share: float = 0.5,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, window_s=window_s, **kwargs)
+        self._f1_range = (f1_closed_hz, f1_open_hz)
+        self._jaw_range = jaw_range
+        self._f2_center, self._f2_scale = f2_center_hz, f2_scale_hz
+        self._closure_drop = closure_drop_db
+        self._recent_oral: list[float] = []  # oral-band share of the last few voiced frames
+        self._memory_frames = max(1, round(closure_memory_s * self.fps))
+        self._closure_f1 = closure_f1_hz
+        self._dwell_frames = max(1, round(closure_dwell_s * self.fps))
+        self._max_closure_frames = max(1, round(closure_max_s * self.fps))
+        self._closure_run = 0
+        self._jaw_omega = 1.0 / max(jaw_response_s, 1e-3)
+        self._width_omega = 1.0 / max(width_response_s, 1e-3)
+        self._hold_frames = round(width_hold_s * self.fps)
+        self._voiced_share = voiced_share
+        self._open_velocity = 0.0
+        self._width_velocity = 0.0
+        self._width_goal = 0.0
+        self._since_voiced = self._hold_frames
+        self._closed_for = self._dwell_frames
+
+    def _new_analyzer(self, window_s: float) -> FrameAnalyzer:
+        return VisemeAnalyzer(self.fps, window_s=window_s)
+
+    def _closure(self, voicing: float, oral_db: float, f1: float) -> float:
+        """0..1: how surely this frame is a lip (or tongue) closure with the voice on: the oral band's
+        share fell well below what it was a moment ago (a steady close vowel, whose share is low all along
+        in a high voice, does not count), with a low first formant (or none found)."""
+        recent = max(self._recent_oral, default=oral_db)
+        voiced = voicing >= self._voiced_share
+        self._recent_oral = [*self._recent_oral, oral_db if voiced else -math.inf][-self._memory_frames:]
+        closure = 0.0
+        if voiced and (math.isnan(f1) or f1 <= self._closure_f1):
+            starts, full = self._closure_drop
+            closure = min(max((recent - oral_db - starts) / (full - starts), 0.0), 1.0)
+        self._closure_run = self._closure_run + 1 if closure > 0.0 else 0
+        if self._closure_run > self._max_closure_frames:
+            # Longer than a consonant: a close vowel after all; it becomes the reference.
+            self._recent_oral, self._closure_run, closure = [oral_db], 0, 0.0
+        return closure
+
+    def _mouth_step(self, features: FrameFeatures, i: int, loudness: float) -> None:
+        assert isinstance(features, VisemeFeatures)
+        voicing, oral_db = float(features.voicing[i]), float(features.oral_db[i])
+        f1, f2 = float(features.f1_hz[i]), float(features.f2_hz[i])
+        speaking = loudness > 0.0
+        closure = self._closure(voicing, oral_db, f1) if speaking else 0.0
+        vowel = speaking and closure == 0.0 and voicing >= self._voiced_share and not math.isnan(f1)
+
+        # Jaw: loudness (as the loudness engine), times how open the vowel is (F1), shut on a closure.
+        low, high = self._f1_range
+        openness = min(max((f1 - low) / (high - low), 0.0), 1.0) if vowel else 0.0
+        jaw = self._jaw_range[0] + (self._jaw_range[1] - self._jaw_range[0]) * openness
+        target = min(self._open_gain * loudness**self._open_gamma * jaw * (1.0 - closure), 1.0)
+        target *= self._unvoiced_open + (1.0 - self._unvoiced_open) * voicing
+        if closure >= 1.0:
+            self._closed_for = 0
+        if self._closed_for < self._dwell_frames:
+            self._closed_for += 1
+            self._open, self._open_velocity = 0.0, 0.0  # the lips meet within the frame, and stay a moment
+        else:
+            self._open, self._open_velocity = _follow(self._open, self._open_velocity, target,
+                                                      self._jaw_omega, 1.0 / self.fps)
+            self._open = min(max(self._open, 0.0), 1.0)
+
+        # Width: F2 on vowels (low F2 rounds only a close or mid vowel: an open "a" has a low F2 too);
+        # consonants and short gaps keep the vowel's shape, pauses relax it.
+        if vowel and not math.isnan(f2):
+            goal = math.tanh((f2 - self._f2_center) / self._f2_scale)
+            if goal < 0.0:
+                goal *= 1.0 - openness
+            self._width_goal = goal * min(1.0, 2.0 * loudness)
+            self._since_voiced = 0
+        elif self._since_voiced < self._hold_frames:
+            self._since_voiced += 1
+        else:
+            self._width_goal = 0.0
+        self._width, self._width_velocity = _follow(self._width, self._width_velocity, self._width_goal,
+                                                    self._width_omega, 1.0 / self.fps)
+        self._width = min(max(self._width, -1.0), 1.0)
+
+
+def _follow(value: float, velocity: float, target: float, omega: float, dt: float) -> tuple[float, float]:
+    """One exact step of a critically damped spring towards ``target`` (natural frequency ``omega``)."""
+    error = value - target
+    decay = math.exp(-omega * dt)
+    drift = velocity + omega * error
+    return target + (error + drift * dt) * decay, (velocity - omega * drift * dt) * decay
