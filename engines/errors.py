@@ -78,3 +78,18 @@ class ModelUnavailableError(RuntimeError):
 
     code = "model_unavailable"
     status = 503
+
+
+class InvalidVideoError(InputError):
+    code = "invalid_video"
+    status = 415
+
+
+class VideoTooShortError(InputError):
+    code = "video_too_short"
+    status = 422
+
+
+class VideoTooLongError(InputError):
+    code = "video_too_long"
+    status = 422

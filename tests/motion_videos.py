@@ -1,0 +1,90 @@
+"""Reference videos with known motion, rendered here: no real face video ships with the project.
+
+The lite renderer animates the fixture portrait from a scripted ``MotionTrack`` (a yaw and a pitch
+sinusoid, blinks every ``blink_every_s``, optional nods), and the frames are encoded to MP4 bytes as a
+phone would send them. Also: videos with no face, and undecodable bytes, for the refusals.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engines.avatar.lite import LiteRenderer
+from engines.avatar.portrait import Portrait, prepare_portrait
+from engines.media.mp4 import Mp4Writer
+from engines.motion.procedural import blink_profile
+from engines.motion.track import MotionTrack
+
+DATA = Path(__file__).resolve().parent / "data"
+FPS = 25
+SIZE = 256
+SAMPLE_RATE = 16_000
+
+
+@dataclass(frozen=True)
+class MotionScript:
+    seconds: float = 20.0
+    yaw_deg: float = 6.0  # sinusoid amplitudes (std = amplitude / sqrt 2)
+    yaw_hz: float = 0.25
+    pitch_deg: float = 3.0
+    pitch_hz: float = 0.4
+    blink_every_s: float = 2.0
+    blink_s: float = 0.2
+    nod_every_s: float | None = None  # extra quick chin dips
+    nod_deg: float = 3.0
+
+    def track(self) -> MotionTrack:
+        n = round(self.seconds * FPS)
+        t = np.arange(n) / FPS
+        blink = np.zeros(n)
+        profile = blink_profile(round(self.blink_s * FPS))
+        for start in np.arange(self.blink_every_s / 2, self.seconds - self.blink_s, self.blink_every_s):
+            first = round(start * FPS)
+            blink[first:first + len(profile)] = profile[: n - first]
+        pitch = self.pitch_deg * np.sin(2 * np.pi * self.pitch_hz * t)
+        if self.nod_every_s:
+            for at in np.arange(self.nod_every_s / 2, self.seconds, self.nod_every_s):
+                pitch += self.nod_deg * np.exp(-0.5 * ((t - at) / 0.15) ** 2)
+        zeros = np.zeros(n)
+        return MotionTrack(FPS, mouth_open=zeros, mouth_width=zeros, blink=blink,
+                           yaw=self.yaw_deg * np.sin(2 * np.pi * self.yaw_hz * t), pitch=pitch, roll=zeros,
+                           breath=np.sin(2 * np.pi * 0.25 * t))
+
+
+def portrait(size: int = SIZE) -> Portrait:
+    return prepare_portrait(DATA / "biden.jpg", size=size)
+
+
+def encode(frames: np.ndarray, fps: int = FPS) -> bytes:
+    """Frames -> MP4 bytes (H.264, with a silent audio track as phones record)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "clip.mp4"
+        height, width = frames.shape[1:3]
+        with Mp4Writer(path, width=width, height=height, sample_rate=SAMPLE_RATE, fps=fps) as writer:
+            writer.write_frames(frames)
+            writer.write_audio(np.zeros(round(len(frames) / fps * SAMPLE_RATE), np.float32))
+        return path.read_bytes()
+
+
+def render(track: MotionTrack, face: Portrait | None = None) -> np.ndarray:
+    return LiteRenderer().render(face or portrait(), track)
+
+
+def scripted_video(script: MotionScript, face: Portrait | None = None) -> bytes:
+    return encode(render(script.track(), face))
+
+
+def faceless_video(seconds: float, size: int = 128, fps: int = FPS, seed: int = 0) -> bytes:
+    """A drifting gradient with noise: moving pixels, no face."""
+    rng = np.random.default_rng(seed)
+    n = round(seconds * fps)
+    ramp = np.linspace(0, 255, size)[None, :]
+    frames = np.empty((n, size, size, 3), np.uint8)
+    for i in range(n):
+        base = (ramp + 3 * i) % 256
+        frames[i] = np.clip(base[..., None] + rng.normal(0, 12, (size, size, 3)), 0, 255).astype(np.uint8)
+    return encode(frames, fps)
