@@ -7,7 +7,7 @@ DEMO_EN := Hello! I am a realtime avatar. I can speak English, Mandarin and Span
 DEMO_ZH := 你好！我是一个实时数字人，很高兴认识你。
 DEMO_ES := ¡Hola! Soy un avatar en tiempo real. Encantado de conocerte.
 
-.PHONY: setup run serve render demo test lint bench bench-serve bench-chat bench-realtime bench-soak bench-concurrency chat loadtest eval clean compose-env cost turn
+.PHONY: setup run serve render demo test lint bench bench-serve bench-chat bench-asr bench-realtime bench-soak bench-concurrency chat loadtest eval clean compose-env cost turn
 
 WEB_DIST := web/dist/index.html
 WEB_SOURCES := web/package.json web/package-lock.json web/index.html web/vite.config.ts web/tsconfig.json \
@@ -68,6 +68,10 @@ bench: setup
 # Chat through the served graph: first-clip latency, replies per bundled LLM, memory over 50 turns.
 bench-chat: setup
 	$(BIN)/python -m benchmarks.chat
+
+# One voice-call turn's whisper pass: language given, detected by stock faster-whisper, detected here.
+bench-asr: setup
+	$(BIN)/python -m benchmarks.asr
 
 # A local TURN relay for relay-only calls (README "TURN relay"): Debian's coturn with the repo's config on
 # 127.0.0.1:3478 (TURN_PORT), loopback peers allowed (never in production); TURN_SECRET is the shared secret.
