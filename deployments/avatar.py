@@ -104,16 +104,20 @@ class AvatarDeployment(StageDeployment):
     ) -> AsyncIterator[MediaPart]:
         chunks = self.tts.stream.remote(text, language, voice_id, request_id=request_id)
         utterance = None
+        tts_ms = 0.0
         try:
             async for chunk in self.health.within(deadline, chunks):
+                tts_ms += chunk.synthesis_ms
                 if utterance is None:
                     utterance = self.stage.utterance(portrait, chunk.sample_rate, container, path,
                                                      part_seconds=self.settings.render.part_seconds)
                 async for part in self.health.iterate(request_id, utterance.feed(chunk), deadline):
                     yield part
             if utterance is not None:
-                yield await self.health.call(request_id, utterance.finish, deadline=deadline)
+                last = await self.health.call(request_id, utterance.finish, deadline=deadline)
+                last.timings_ms = {"tts_ms": tts_ms, **utterance.timings_ms}
                 utterance = None
+                yield last
         finally:
             cancel_stream(chunks)  # a consumer that left, or a failure: TTS stops too
             if utterance is not None:  # cut short: no half-written container passes for whole

@@ -208,16 +208,21 @@ class ConversationDeployment:
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
         speaking: asyncio.Task[tuple[int, float]] | None = None
         stream = None
+        stages: dict[str, float] = {}  # server time per stage, summed over the reply's clips
         try:
             messages, user_tokens, dropped = await self._messages(session, message, language)
             params = {"max_tokens": self.chat_settings.reply_max_tokens,
                       "temperature": self.chat_settings.temperature, "top_p": self.chat_settings.top_p}
+            llm_started = time.perf_counter()
             stream = self.llm.options(stream=True).stream_chat.remote(messages, params, request_id=request_id)
             speaking = asyncio.create_task(
-                self._speak(sentences, queue, session, language, request_id, timings=timings, started=started)
+                self._speak(sentences, queue, session, language, request_id, timings=timings, started=started,
+                            stages=stages)
                 if render else _forward(sentences, queue, language))
             finish, failure = await self._drain_llm(stream, planner, sentences, queue, session, language,
                                                     timings, started)
+            # The LLM stream from the call to its last delta (or to the cut once the reply is full).
+            stages["llm"] = _ms(llm_started)
             for sentence in planner.flush(cut=finish == "length" or failure is not None):
                 sentences.put_nowait(sentence)
             sentences.put_nowait(None)
@@ -231,7 +236,8 @@ class ConversationDeployment:
                 queue.put_nowait(_error_event(failure))
             queue.put_nowait({"type": "done", "text": reply, "clips": clips,
                               "cut": finish == "length" or failure is not None,
-                              "dropped_turns": dropped, "timings_ms": {**timings, "total": _ms(started)}})
+                              "dropped_turns": dropped, "timings_ms": {**timings, "total": _ms(started)},
+                              "stages_ms": {key: round(value, 1) for key, value in stages.items()}})
             event(log, "reply_done", session_id=session.session_id, language=language, clips=clips,
                   finish=finish, **{k: round(v) for k, v in timings.items()})
         except asyncio.CancelledError:
@@ -286,25 +292,32 @@ class ConversationDeployment:
     async def _speak(
         self, sentences: asyncio.Queue[str | None], queue: asyncio.Queue[Any], session: Session,
         language: str, request_id: str, *, cache: bool = False, timings: dict[str, float] | None = None,
-        started: float = 0.0,
+        started: float = 0.0, stages: dict[str, float] | None = None,
     ) -> tuple[int, float]:
-        """One clip per sentence, in order; returns (clips sent, seconds of speech)."""
+        """One clip per sentence, in order; returns (clips sent, seconds of speech). Each clip's stage times
+        (the avatar stage's totals; none for a cached clip) are added to ``stages``."""
         index, offset_s = 0, 0.0
         while (sentence := await sentences.get()) is not None:
             parts = self.avatar.render.remote(sentence, language, session.voice_id, session.avatar_id,
                                               request_id=request_id, container="fmp4", cache=cache)
-            data, seconds = bytearray(), 0.0
+            data, seconds, clip_ms = bytearray(), 0.0, {}
             try:
                 async for part in parts:
                     data += part.data
                     seconds = max(seconds, part.audio_offset_s + part.audio_seconds)
+                    clip_ms = part.timings_ms or clip_ms  # the clip's last part carries its totals
             finally:
                 cancel_stream(parts)
             if timings is not None and "first_clip" not in timings:
                 timings["first_clip"] = _ms(started)
+            clip_stages = {key.removesuffix("_ms"): round(value, 1) for key, value in clip_ms.items()}
+            if stages is not None:
+                for key, value in clip_stages.items():
+                    stages[key] = stages.get(key, 0.0) + value
             queue.put_nowait({"type": "clip", "index": index, "text": sentence, "language": language,
                               "start_s": round(offset_s, 3), "duration_s": round(seconds, 3),
-                              "mime": FMP4_MIME, "data": base64.b64encode(bytes(data)).decode()})
+                              "mime": FMP4_MIME, "data": base64.b64encode(bytes(data)).decode(),
+                              "stages_ms": clip_stages})
             index += 1
             offset_s += seconds
         return index, offset_s

@@ -30,6 +30,9 @@ from engines.media.audio import wav_bytes
 from realtime_avatar import logs
 from realtime_avatar.encoding import FMP4_MIME, MediaPart
 from realtime_avatar.logs import event
+from realtime_avatar.pipeline import SpokenSegment, extend_segments
+from realtime_avatar.server_timing import HEADER as SERVER_TIMING
+from realtime_avatar.server_timing import format_server_timing
 
 log = logging.getLogger("realtime_avatar.api")
 T = TypeVar("T")
@@ -179,6 +182,29 @@ def _request_id(request: Request) -> str:
     return request.state.request_id  # set by the error middleware (deployments.http)
 
 
+SEGMENTS_HEADER = "X-Spoken-Segments"
+# Server-Timing metrics of a whole-MP4 render: (metric name, key in the avatar stage's totals, description).
+RENDER_STAGES = (
+    ("tts", "tts_ms", "speech synthesis, TTS stage"),
+    ("avatar", "avatar_render_ms", "motion and frames, avatar stage"),
+    ("encode", "encode_ms", "H.264 + AAC muxing, avatar stage"),
+)
+
+
+def _render_timing(stage_ms: dict[str, float], total_ms: float) -> str:
+    # The stages overlap (TTS synthesizes the next clause while the avatar draws this one), so they may
+    # sum to more than the total.
+    metrics = {name: (stage_ms[key], desc) for name, key, desc in RENDER_STAGES if key in stage_ms}
+    metrics["total"] = (total_ms, "the request in the ingress until the whole MP4 was in hand")
+    return format_server_timing(metrics)
+
+
+def _segments_header(segments: list[SpokenSegment]) -> str:
+    # ASCII JSON (non-ASCII text as \u escapes): a header value may hold only visible ASCII.
+    return json.dumps([{"language": s.language, "text": s.text, "start_s": round(s.start_s, 3),
+                        "end_s": round(s.end_s, 3)} for s in segments], separators=(",", ":"))
+
+
 @serve.deployment(name="Ingress")
 @serve.ingress(app)
 class Ingress:
@@ -288,15 +314,28 @@ class Ingress:
         if first is None:
             raise EmptyTextError("the text has nothing to speak")
         if body.stream:
-            return StreamingResponse(self._fragments(first, parts, rid, started), media_type="video/mp4")
+            # The stage totals exist only once the last fragment has left, after the headers. HTTP trailers
+            # would carry them, but Starlette's StreamingResponse and uvicorn's HTTP/1.1 (Serve's proxy)
+            # send none and neither fetch() nor httpx reads them: a stream tells only its time to the first
+            # part. A whole MP4 (below) is buffered here anyway, so its headers have every figure.
+            first_ms = (time.perf_counter() - started) * 1000
+            timing = format_server_timing({"first-part": (first_ms, "until the first part was encoded")})
+            return StreamingResponse(self._fragments(first, parts, rid, started), media_type="video/mp4",
+                                     headers={SERVER_TIMING: timing})
         data, audio_seconds = bytearray(first.data), first.audio_offset_s + first.audio_seconds
+        stage_ms, segments = first.timings_ms, extend_segments([], first)
         async for part in parts:
             data += part.data
             audio_seconds = max(audio_seconds, part.audio_offset_s + part.audio_seconds)
-        event(log, "render_done", audio_s=round(audio_seconds, 2), bytes=len(data),
-              total_ms=round((time.perf_counter() - started) * 1000))
-        return Response(bytes(data), media_type="video/mp4",
-                        headers={"X-Audio-Seconds": f"{audio_seconds:.3f}"})
+            stage_ms = part.timings_ms or stage_ms  # the utterance's last part carries its totals
+            segments = extend_segments(segments, part)
+        total_ms = (time.perf_counter() - started) * 1000
+        event(log, "render_done", audio_s=round(audio_seconds, 2), bytes=len(data), total_ms=round(total_ms),
+              **{key: round(value) for key, value in stage_ms.items()})
+        headers = {"X-Audio-Seconds": f"{audio_seconds:.3f}", SEGMENTS_HEADER: _segments_header(segments),
+                   SERVER_TIMING: _render_timing(stage_ms, total_ms)}
+        return Response(bytes(data), media_type="video/mp4", headers=headers)
+
 
     # --- chat ----------------------------------------------------------------------------------------
 

@@ -1,7 +1,10 @@
 """``python -m evaluator run [--scenarios all|NAME...] [--repeats N] [--voice REF.wav] [--image PORTRAIT]``.
 
-Renders in-process with the configured engines (AVATAR_PROFILE / AVATAR_* select them). ``--target URL``
-(rendering through the HTTP API) is not implemented yet: it exits 2 with "not implemented yet".
+Renders in-process with the configured engines (AVATAR_PROFILE / AVATAR_* select them), or, with
+``--target URL [--api-key KEY]``, through the runtime's HTTP API at URL (``/v1/render``; the stage timings
+are the server's, from its Server-Timing header: ``evaluator/target.py``). A target that cannot be used
+(unreachable, 401, 503 after bounded retries, a body that is not an MP4) ends the run with one line, exit 1.
+``--target URL --chat``: each scenario's line is asked through ``/v1/chat`` and the reply's clips measured.
 
 ``python -m evaluator golden [--scenarios ...] [--voice REF.wav]``: render each scenario once and
 rewrite ``evaluator/golden/f0.json`` (the pitch regression baseline); only on purpose.
@@ -17,17 +20,22 @@ at URL, or a cpu profile started here) and the spoken answer is measured as rece
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
 from evaluator.run import Evaluator
 from evaluator.summary import load_runs, plot_trends, summarize
+from evaluator.target import API_KEY_ENV, ApiEvaluator, ApiTarget, ChatEvaluator, TargetError
 from realtime_avatar import logs
 from realtime_avatar.scenarios import Scenario, load_scenarios
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "outputs"
 DEFAULT_VOICE = Path(__file__).resolve().parent.parent / "tests" / "data" / "LJ001-0001.wav"
+# The API run's summary adds the server's encode time and the client's wall times beside the server's.
+API_SUMMARY = ("encode_ms", "client_first_byte_ms", "client_total_ms")
+CHAT_SUMMARY = ("llm_ms", "encode_ms", "first_clip_ms", "client_total_ms")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,15 +45,19 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="render the scenarios, measure them, print the summary")
     run.add_argument("--scenarios", nargs="+", default=["all"], help="'all' or scenario names")
     run.add_argument("--repeats", type=int, default=3, help="runs per scenario (default 3)")
-    run.add_argument("--target", help="runtime base URL: with --realtime, the runtime to call; "
-                     "without, not implemented yet (exit 2)")
+    run.add_argument("--target", help="runtime base URL (e.g. http://127.0.0.1:8000): render through its "
+                     "HTTP API; with --realtime, the runtime to call")
+    run.add_argument("--api-key", default=os.environ.get(API_KEY_ENV) or None,
+                     help=f"the runtime's serve.api_key, sent as a bearer token (default: ${API_KEY_ENV})")
+    run.add_argument("--chat", action="store_true",
+                     help="with --target: ask each scenario's line through /v1/chat and measure the reply")
     run.add_argument("--realtime", action="store_true",
                      help="ask each scenario by voice over WebRTC and measure the answer as received")
     run.add_argument("--voice", type=Path, default=DEFAULT_VOICE,
                      help="reference voice, also passed to the TTS (default: tests/data/LJ001-0001.wav)")
     run.add_argument("--image", type=Path, help="portrait (default: the bundled one)")
     run.add_argument("--output", type=Path, help="where JSON, media, summary go (default: outputs/, "
-                     "outputs/realtime/ with --realtime)")
+                     "outputs/api/ with --target, outputs/realtime/ with --realtime)")
     gold = commands.add_parser("golden", help="rewrite evaluator/golden/f0.json from one render per scenario")
     gold.add_argument("--scenarios", nargs="+", default=["all"], help="'all' or scenario names")
     gold.add_argument("--voice", type=Path, default=DEFAULT_VOICE, help="reference voice (as for run)")
@@ -104,7 +116,8 @@ def _progress(done: int, total: int, document: dict) -> str:
     m = document["metrics"]
     rmse = "-" if m["f0_rmse_hz"] is None else f"{m['f0_rmse_hz']:.1f} Hz"
     words = "-" if m.get("lip_sync_words_0_1") is None else f"{m['lip_sync_words_0_1']:.2f}"
-    return (f"[{done}/{total}] {document['run_id']}: total {m['total_generation_ms']:.0f} ms, "
+    client = f" (client {m['client_total_ms']:.0f} ms)" if "client_total_ms" in m else ""
+    return (f"[{done}/{total}] {document['run_id']}: total {m['total_generation_ms']:.0f} ms{client}, "
             f"lang {m['language_detected']} ({m['language_correctness_1_1']}), "
             f"similarity {m['speaker_similarity']:.2f}, f0 rmse {rmse}, "
             f"motion coherence {m['lip_sync_coherence_0_1']:.2f}, lip sync to words {words}, "
@@ -122,13 +135,13 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    if args.output is None:
-        args.output = DEFAULT_OUTPUT / "realtime" if args.realtime else DEFAULT_OUTPUT
-    if args.target and not args.realtime:
-        print(f"error: --target {args.target}: evaluating through the HTTP API is not implemented yet "
-              "(the API returns no per-segment timings); run without --target to evaluate in-process",
+    if args.chat and (args.realtime or not args.target):
+        print("error: --chat asks through a runtime's /v1/chat: give --target URL (and no --realtime)",
               file=sys.stderr)
         return 2
+    if args.output is None:  # each mode its own folder: summaries and trends compare like with like
+        mode = "realtime" if args.realtime else "chat" if args.chat else "api" if args.target else ""
+        args.output = DEFAULT_OUTPUT / mode
     if args.repeats < 1:
         print("error: --repeats must be at least 1", file=sys.stderr)
         return 2
@@ -140,15 +153,34 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.realtime:
         return _run_realtime(args, scenarios)
+    if args.target:
+        return _run_api(args, scenarios)
+    return _evaluate(Evaluator(args.output, args.voice, args.image), args, scenarios, time.perf_counter())
+
+
+def _run_api(args: argparse.Namespace, scenarios: list[Scenario]) -> int:
     started = time.perf_counter()
-    evaluator = Evaluator(args.output, args.voice, args.image)
+    target = ApiTarget(args.target, args.api_key)
+    try:
+        kind = ChatEvaluator if args.chat else ApiEvaluator
+        return _evaluate(kind(target, args.output, args.voice, args.image), args, scenarios, started,
+                         extra=CHAT_SUMMARY if args.chat else API_SUMMARY)
+    except TargetError as exc:
+        print(f"error: --target {args.target}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        target.close()
+
+
+def _evaluate(evaluator: Evaluator, args: argparse.Namespace, scenarios: list[Scenario], started: float,
+              extra: tuple[str, ...] = ()) -> int:
     this_session = []
     total = len(scenarios) * args.repeats
     for _ in range(args.repeats):  # interleaved, so slow drift (thermal, neighbours) spreads over scenarios
         for scenario in scenarios:
             this_session.append(evaluator.run(scenario))
             print(_progress(len(this_session), total, this_session[-1]), flush=True)
-    table = summarize(this_session)
+    table = summarize(this_session, extra)
     (args.output / "summary.md").write_text(table)
     plot_trends(load_runs(args.output), args.output / "trends.png")
     print()

@@ -8,7 +8,7 @@ import platform
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -103,6 +103,9 @@ def measure(mp4: Path, report: RenderReport, scenario: Scenario, reference: Refe
 class Evaluator:
     """One pipeline, portrait and reference voice, reused by every run of a session."""
 
+    # f0_rmse_hz compares a run with the scenario's first: only where every run says the same words.
+    same_words_each_run: ClassVar[bool] = True
+
     def __init__(self, output_dir: Path, reference: Path, image: Path | None = None) -> None:
         self.output_dir = output_dir
         self.pipeline = AvatarPipeline()
@@ -117,6 +120,9 @@ class Evaluator:
             settings.motion.model_dump_json(), settings.render.model_dump_json(), self.reference.digest,
         )[:12]
         self.golden = golden.load_golden(self.config_key)
+        self.asr = self.pipeline.asr
+        self.engines = {"tts": settings.tts.name, "avatar": settings.avatar.name, "asr": settings.asr.name}
+        self.document_extras: dict[str, Any] = {}  # beside "metrics" in every document (the API run's target)
         self.pipeline.warm_up()
 
     def _run_id(self, scenario: Scenario) -> str:
@@ -138,28 +144,40 @@ class Evaluator:
         mp4.unlink()
         return pitch.f0_stats(pitch.pitch_track(pcm, sample_rate), pcm, sample_rate)
 
+    def render(self, scenario: Scenario, mp4: Path) -> tuple[RenderReport, dict[str, Any]]:
+        """Render ``scenario`` to ``mp4``: the report (segments, stage timings) and any metrics of the render
+        itself beside those measured on the file (none in-process; the API run's client times)."""
+        report = self.pipeline.render_mp4(scenario.text, scenario.language, mp4, portrait=self.portrait,
+                                          voice=self.voice)
+        return report, {}
+
+    def judged_as(self, scenario: Scenario, report: RenderReport) -> Scenario:
+        """The scenario whose expected languages the render is judged against (a chat reply differs)."""
+        return scenario
+
     def run(self, scenario: Scenario) -> dict[str, Any]:
         run_id = self._run_id(scenario)
         mp4 = self.output_dir / "media" / f"{run_id}.mp4"
-        report = self.pipeline.render_mp4(scenario.text, scenario.language, mp4, portrait=self.portrait,
-                                          voice=self.voice)
+        report, extra = self.render(scenario, mp4)
         baseline_path = self.baseline_path(scenario)
         baseline = pitch.PitchTrack.load(baseline_path) if baseline_path.exists() else None
-        values, track = measure(mp4, report, scenario, self.reference, self.pipeline.asr, baseline,
-                                self.golden.get(scenario.name))
-        if baseline is None:
+        values, track = measure(mp4, report, self.judged_as(scenario, report), self.reference, self.asr,
+                                baseline, self.golden.get(scenario.name))
+        if not self.same_words_each_run:
+            values["f0_rmse_hz"] = None  # no baseline to align to: the words differ from run to run
+        elif baseline is None:
             with atomic_output(baseline_path) as tmp:
                 track.save(tmp)
-        settings = self.pipeline.settings
         document = {
             "run_id": run_id,
-            "metrics": values,
+            "metrics": {**values, **extra},
             "scenario": scenario.name,
-            "engines": {"tts": settings.tts.name, "avatar": settings.avatar.name, "asr": settings.asr.name},
+            "engines": self.engines,
             "config_key": self.config_key,
             "machine": {"arch": platform.machine(), "host": platform.node(), "cpus": os.cpu_count(),
                         "python": platform.python_version()},
             "media": str(mp4.relative_to(self.output_dir)),
+            **self.document_extras,
         }
         check_schema(document)
         with atomic_output(self.output_dir / f"{run_id}.json") as tmp:

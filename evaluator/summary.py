@@ -21,16 +21,18 @@ def load_runs(output_dir: Path) -> list[dict[str, Any]]:
     return sorted(runs, key=lambda run: run["run_id"])
 
 
-def summarize(runs: list[dict[str, Any]]) -> str:
-    """Markdown table: one row per scenario, each cell median / p95 / std (population) across the runs."""
+def summarize(runs: list[dict[str, Any]], extra: tuple[str, ...] = ()) -> str:
+    """Markdown table: one row per scenario, each cell median / p95 / std (population) across the runs;
+    ``extra`` metrics get columns after the usual ones (the API run's client times)."""
+    metrics = (*SUMMARY_METRICS, *extra)
     by_scenario: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
         by_scenario[run["scenario"]].append(run["metrics"])
-    header = "| scenario | runs | " + " | ".join(SUMMARY_METRICS) + " |"
-    lines = ["median / p95 / std per scenario", "", header, "|" + "---|" * (len(SUMMARY_METRICS) + 2)]
+    header = "| scenario | runs | " + " | ".join(metrics) + " |"
+    lines = ["median / p95 / std per scenario", "", header, "|" + "---|" * (len(metrics) + 2)]
     for scenario, values in by_scenario.items():
         cells = []
-        for key in SUMMARY_METRICS:
+        for key in metrics:
             series = np.array([v[key] for v in values if v.get(key) is not None], float)
             series = series[np.isfinite(series)]
             if series.size == 0:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -36,6 +36,9 @@ class MediaPart:
     audio_seconds: float
     frame_offset: int
     frames: int
+    # Server-side stage totals of the whole utterance (tts_ms, avatar_render_ms, encode_ms), set by the
+    # avatar stage on an utterance's last part only.
+    timings_ms: dict[str, float] = field(default_factory=dict)
 
 
 class ChunkEncoder:

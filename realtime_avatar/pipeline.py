@@ -157,7 +157,7 @@ class AvatarPipeline:
         try:
             for chunk in _prepend(first, chunks):
                 for part in utterance.feed(chunk):
-                    segments = _extend_segments(segments, part)
+                    segments = extend_segments(segments, part)
                     if progress:
                         progress(part)
             last = utterance.finish()
@@ -175,7 +175,8 @@ class AvatarPipeline:
         return report
 
 
-def _extend_segments(segments: list[SpokenSegment], chunk: MediaPart) -> list[SpokenSegment]:
+def extend_segments(segments: list[SpokenSegment], chunk: MediaPart) -> list[SpokenSegment]:
+    """The segments with ``chunk`` added (the CLI's render report and ``/v1/render``'s segment header)."""
     start_s = chunk.audio_offset_s
     end_s = start_s + chunk.audio_seconds
     if not chunk.text:  # later chunks of a streamed clause (and pauses) carry no text
@@ -209,4 +210,4 @@ def _timed(items: Iterator[Any], timer: StageTimer, stage: str) -> Iterator[Any]
 
 
 __all__ = ["AvatarPipeline", "MediaPart", "RenderReport", "RenderedChunk", "SpokenSegment",
-           "bundled_portrait_png"]
+           "bundled_portrait_png", "extend_segments"]

@@ -73,6 +73,9 @@ class FakeLLM:
         return stream
 
 
+CLIP_MS = {"tts_ms": 10.0, "avatar_render_ms": 20.0, "encode_ms": 5.0}
+
+
 class FakeAvatar:
     def __init__(self, seconds_per_clip: float = 0.0) -> None:
         self.seconds_per_clip = seconds_per_clip
@@ -87,7 +90,8 @@ class FakeAvatar:
         async def parts() -> Any:
             await asyncio.sleep(self.seconds_per_clip)
             self.rendered.append(text)
-            yield MediaPart(b"fmp4:" + text.encode(), text, language, 0.0, 1.0, 0, 25)
+            # As the avatar stage does: the clip's last part carries its stage totals.
+            yield MediaPart(b"fmp4:" + text.encode(), text, language, 0.0, 1.0, 0, 25, timings_ms=CLIP_MS)
         stream = _Stream(parts())
         self.streams.append(stream)
         return stream
@@ -125,6 +129,11 @@ def test_a_reply_streams_text_then_one_clip_per_sentence_in_order():
     assert events[-1]["text"] == "Hola, soy Alex. Trabajo en vídeo en tiempo real."
     assert events[-1]["cut"] is False and events[-1]["clips"] == 2
     assert all(s.cancelled for s in llm.streams)  # the stream is released once drained
+    # The server's stage times: each clip's own, and the reply's sums with the LLM stream's time.
+    assert all(c["stages_ms"] == {"tts": 10.0, "avatar_render": 20.0, "encode": 5.0} for c in clips)
+    stages = events[-1]["stages_ms"]
+    assert (stages["tts"], stages["avatar_render"], stages["encode"]) == (20.0, 40.0, 10.0)
+    assert 0 <= stages["llm"] <= events[-1]["timings_ms"]["total"]
 
 
 def test_a_finished_turn_is_history_before_its_done_event_leaves():

@@ -1,4 +1,4 @@
-from realtime_avatar.pipeline import MediaPart, SpokenSegment, _extend_segments
+from realtime_avatar.pipeline import MediaPart, SpokenSegment, extend_segments
 
 
 def _part(text: str, language: str, start_s: float, seconds: float) -> MediaPart:
@@ -11,7 +11,7 @@ def test_segments_span_every_chunk_of_their_clauses():
     segments: list[SpokenSegment] = []
     position = 0.0
     for text, language, seconds in durations:
-        segments = _extend_segments(segments, _part(text, language, position, seconds))
+        segments = extend_segments(segments, _part(text, language, position, seconds))
         position += seconds
     assert segments == [
         SpokenSegment("en", "Hello there.", 0.0, 1.5),

@@ -29,6 +29,9 @@ class AudioChunk:
     language: str
     # Where the chunk starts on its utterance's clock, in samples: a transport paces and syncs by it.
     offset_samples: int = 0
+    # What the served TTS stage spent making this chunk (it stamps it; 0 where nobody timed it): the
+    # avatar stage reports the sum as the render's server-side TTS time.
+    synthesis_ms: float = 0.0
 
     @property
     def offset_seconds(self) -> float:
