@@ -18,6 +18,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.common import StageDeployment, cancel_stream
+from engines.motion.reference import ReferenceMotion
 from realtime_avatar.encoding import Container, MediaPart
 from realtime_avatar.stages import Animation, RenderedChunk
 
@@ -34,8 +35,10 @@ class AvatarDeployment(StageDeployment):
     async def ready(self) -> dict[str, Any]:
         return self.status(engine=self.settings.avatar.name, default_avatar_id=self.stage.default_avatar_id)
 
-    async def prepare_avatar(self, image: bytes, request_id: str = "-") -> dict[str, Any]:
-        return await self.health.call(request_id, self.stage.prepare_avatar, image,
+    async def prepare_avatar(
+        self, image: bytes, request_id: str = "-", motion_video: bytes | None = None
+    ) -> dict[str, Any]:
+        return await self.health.call(request_id, self.stage.prepare_avatar, image, motion_video,
                                       deadline=self.health.deadline())
 
     async def delete_avatar(self, avatar_id: str, request_id: str = "-") -> dict[str, Any]:
@@ -52,6 +55,7 @@ class AvatarDeployment(StageDeployment):
         """
         deadline = self.health.deadline()
         portrait = await self.health.call(request_id, self.stage.portrait, avatar_id)  # 404 before any TTS
+        reference = await self.health.call(request_id, self.stage.reference_motion, avatar_id)
         key = self.stage.clip_key(text, language, voice_id, avatar_id) if cache else None
         if key is not None and (stored := await self.health.call(request_id, self.stage.clips.get, key)):
             yield MediaPart(stored, text, language, 0.0, 0.0, 0, 0)
@@ -61,7 +65,7 @@ class AvatarDeployment(StageDeployment):
             path = Path(tmp) / "render.mp4" if container == "mp4" else None
             clip = bytearray()
             async for part in self._render(text, language, voice_id, portrait, container, path, request_id,
-                                           deadline):
+                                           deadline, reference):
                 clip += part.data
                 yield part
             if path is not None:  # a whole MP4: its bytes exist once the file is complete
@@ -74,7 +78,8 @@ class AvatarDeployment(StageDeployment):
     async def idle_loop(self, avatar_id: str | None, request_id: str = "-") -> dict[str, Any]:
         """The avatar's cached idle animation for realtime calls: ``frames`` [N, size, size, 3] uint8."""
         portrait = await self.health.call(request_id, self.stage.portrait, avatar_id)
-        frames = await self.health.call(request_id, self.stage.idle_frames, portrait)
+        reference = await self.health.call(request_id, self.stage.reference_motion, avatar_id)
+        frames = await self.health.call(request_id, self.stage.idle_frames, portrait, reference)
         return {"frames": frames, "fps": self.settings.render.fps}
 
     async def speak(
@@ -84,13 +89,15 @@ class AvatarDeployment(StageDeployment):
         """Raw parts (audio + frames) of ``text`` for a realtime call, the motion laid on the idle loop
         from loop frame ``start_frame``; the realtime deployment encodes them for WebRTC itself."""
         portrait = await self.health.call(request_id, self.stage.portrait, avatar_id)
+        reference = await self.health.call(request_id, self.stage.reference_motion, avatar_id)
         chunks = self.tts.stream.remote(text, language, voice_id, request_id=request_id)
         animator = None
         try:
             with self.health.busy():
                 async for chunk in chunks:
                     if animator is None:
-                        animator = self.stage.speech_animator(portrait, chunk.sample_rate, start_frame)
+                        animator = self.stage.speech_animator(portrait, chunk.sample_rate, start_frame,
+                                                              reference)
                     async for part in self.health.iterate(request_id, animator.feed(chunk)):
                         yield part
                 if animator is not None and (tail := await self.health.call(request_id, animator.finish)):
@@ -101,6 +108,7 @@ class AvatarDeployment(StageDeployment):
     async def _render(
         self, text: str, language: str, voice_id: str | None, portrait: Any, container: Container,
         path: Path | None, request_id: str, deadline: float | None = None,
+        reference: ReferenceMotion | None = None,
     ) -> AsyncIterator[MediaPart]:
         chunks = self.tts.stream.remote(text, language, voice_id, request_id=request_id)
         utterance = None
@@ -110,7 +118,8 @@ class AvatarDeployment(StageDeployment):
                 tts_ms += chunk.synthesis_ms
                 if utterance is None:
                     utterance = self.stage.utterance(portrait, chunk.sample_rate, container, path,
-                                                     part_seconds=self.settings.render.part_seconds)
+                                                     part_seconds=self.settings.render.part_seconds,
+                                                     reference=reference)
                 async for part in self.health.iterate(request_id, utterance.feed(chunk), deadline):
                     yield part
             if utterance is not None:

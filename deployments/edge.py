@@ -46,6 +46,13 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 # Routes whose body is an upload (limits.max_upload_bytes); every other body is JSON (limits.max_json_bytes).
 UPLOAD_PATHS = ("/v1/voices", "/v1/avatars", "/v1/asr")
 MULTIPART_SLACK_BYTES = 64_000  # a multipart form's framing on top of the file it carries
+MOTION_VIDEO_PATH = "/v1/avatars"  # takes the owner's reference video beside the portrait
+
+
+def upload_limit(path: str, limits: Any) -> int:
+    """The most bytes of files a request to upload route ``path`` may carry (its framing aside)."""
+    extra = limits.max_motion_video_bytes if path.rstrip("/") == MOTION_VIDEO_PATH else 0
+    return limits.max_upload_bytes + extra
 # Probes need no key: they say only whether the service is up (and /readyz which engines it runs).
 OPEN_PATHS = ("/healthz", "/readyz", "/-/healthz")
 # Serve reads these from the client's request as hints meant for a trusted proxy in front of it.
@@ -176,10 +183,10 @@ class EdgeGuard:
         """The whole body, read here within the deadline and limits; the app gets it replayed."""
         limits = self.settings.limits
         upload = scope["path"].rstrip("/") in UPLOAD_PATHS
-        limit = limits.max_upload_bytes + MULTIPART_SLACK_BYTES if upload else limits.max_json_bytes
+        files = upload_limit(scope["path"], limits)
+        limit = files + MULTIPART_SLACK_BYTES if upload else limits.max_json_bytes
         if upload:
-            too_large = Refusal(413, "upload_too_large",
-                                f"the upload is larger than {limits.max_upload_bytes} bytes")
+            too_large = Refusal(413, "upload_too_large", f"the upload is larger than {files} bytes")
         else:
             too_large = Refusal(413, "body_too_large", f"the JSON body is larger than {limit} bytes")
         declared = headers.get("content-length", "").strip()

@@ -230,19 +230,36 @@ async def read_upload(request: Request, accepted: tuple[str, ...], limit: int, w
     Over ``limit`` bytes is refused (413) as soon as the headers or the stream say so, never buffered
     whole; a type outside ``accepted`` (e.g. ``("audio/*", "video/webm")``) is refused with 415.
     """
+    data, _ = await read_uploads(request, accepted, limit, what)
+    return data
+
+
+# An optional further file of a multipart form: (accepted types, limit in bytes, what it is).
+ExtraPart = tuple[tuple[str, ...], int, str]
+
+
+async def read_uploads(
+    request: Request, accepted: tuple[str, ...], limit: int, what: str,
+    extras: dict[str, ExtraPart] | None = None,
+) -> tuple[bytes, dict[str, bytes]]:
+    """``read_upload``, plus the optional ``extras`` parts of a multipart form by field name (each
+    checked against its own types and limit; the body may be as large as all limits together)."""
+    media_type = _media_type(request.headers.get("content-type", ""))
+    extras = (extras or {}) if media_type == "multipart/form-data" else {}  # a raw body is the file alone
+    total = limit + sum(part_limit for _, part_limit, _ in extras.values())
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + MULTIPART_SLACK_BYTES:
-        raise UploadTooLargeError(f"the {what} upload is larger than {limit} bytes")
+    if declared and declared.isdigit() and int(declared) > total + MULTIPART_SLACK_BYTES:
+        raise UploadTooLargeError(f"the {what} upload is larger than {total} bytes")
     body = bytearray()
     async for part in request.stream():
         body += part
-        if len(body) > limit + MULTIPART_SLACK_BYTES:
-            raise UploadTooLargeError(f"the {what} upload is larger than {limit} bytes")
-    media_type = _media_type(request.headers.get("content-type", ""))
+        if len(body) > total + MULTIPART_SLACK_BYTES:
+            raise UploadTooLargeError(f"the {what} upload is larger than {total} bytes")
+    found: dict[str, bytes] = {}
     if media_type == "multipart/form-data":
         request._body = bytes(body)  # form() re-reads the body we already drained
         try:
-            form = await request.form(max_files=1, max_fields=4)
+            form = await request.form(max_files=1 + len(extras), max_fields=4)
         except (StarletteHTTPException, MultiPartException, ValueError) as exc:
             raise InputError(f"the multipart form is malformed ({public_message(_detail(exc))})",
                              code="invalid_multipart") from None
@@ -251,8 +268,21 @@ async def read_upload(request: Request, accepted: tuple[str, ...], limit: int, w
             raise InputError(f"the multipart form needs a 'file' part with the {what}", code="missing_file")
         data = await upload.read()
         media_type = _media_type(upload.content_type or "application/octet-stream")
+        for name, (part_types, part_limit, part_what) in extras.items():
+            extra = form.get(name)
+            if extra is None:
+                continue
+            if isinstance(extra, str):
+                raise InputError(f"the form's {name!r} part must be a file ({part_what})",
+                                 code="invalid_multipart")
+            extra_type = _media_type(extra.content_type or "application/octet-stream")
+            found[name] = _checked(await extra.read(), extra_type, part_types, part_limit, part_what)
     else:
         data = bytes(body)
+    return _checked(data, media_type, accepted, limit, what), found
+
+
+def _checked(data: bytes, media_type: str, accepted: tuple[str, ...], limit: int, what: str) -> bytes:
     if not _accepted(media_type, accepted):
         raise UnsupportedMediaTypeError(
             f"{what} upload has content type {media_type or 'none'!r}; send one of {', '.join(accepted)}"

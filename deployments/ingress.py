@@ -23,7 +23,14 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.common import cancel_stream, settings_from
-from deployments.http import ApiError, install_error_handlers, read_upload, require_json, to_api_error
+from deployments.http import (
+    ApiError,
+    install_error_handlers,
+    read_upload,
+    read_uploads,
+    require_json,
+    to_api_error,
+)
 from deployments.socket_relay import relay as relay_socket_call
 from engines.errors import EmptyTextError
 from engines.media.audio import wav_bytes
@@ -39,6 +46,8 @@ T = TypeVar("T")
 
 AUDIO_TYPES = ("audio/*", "video/webm", "video/mp4", "video/ogg")
 IMAGE_TYPES = ("image/*",)
+VIDEO_TYPES = ("video/*",)
+MOTION_VIDEO_FIELD = "motion_video"  # POST /v1/avatars: the owner's own 10-60 s video, optional
 LANGUAGE_HELP = "en, zh, es, or auto (detected per sentence); null is auto"
 
 
@@ -145,6 +154,9 @@ class VoiceCreated(BaseModel):
 class AvatarCreated(BaseModel):
     avatar_id: str
     size: int
+    motion: dict[str, Any] | None = Field(
+        None, description="with a motion_video: the statistics its renders and idle loop now follow "
+        "(head sway std per axis in degrees, its frequency band, blink rate / interval / duration, nods)")
 
 
 class Deleted(BaseModel):
@@ -165,9 +177,11 @@ BINARY = {"schema": {"type": "string", "format": "binary"}}
 MEDIA = {"video/mp4": BINARY}
 
 
-def _upload_body(*media_types: str) -> dict[str, Any]:
-    """OpenAPI for a route that reads its upload itself: a raw body, or a multipart ``file`` part."""
-    form = {"type": "object", "properties": {"file": BINARY["schema"]}, "required": ["file"]}
+def _upload_body(*media_types: str, extras: tuple[str, ...] = ()) -> dict[str, Any]:
+    """OpenAPI for a route that reads its upload itself: a raw body, or a multipart ``file`` part (and
+    the optional ``extras`` file parts)."""
+    parts = {name: BINARY["schema"] for name in ("file", *extras)}
+    form = {"type": "object", "properties": parts, "required": ["file"]}
     content = {t: BINARY for t in media_types} | {"multipart/form-data": {"schema": form}}
     return {"requestBody": {"required": True, "content": content}}
 
@@ -253,13 +267,17 @@ class Ingress:
         data = await read_upload(request, AUDIO_TYPES, self.settings.limits.max_upload_bytes, "voice")
         return await self._guard(self.tts.prepare_voice.remote(data, request_id=rid))
 
-    @app.post("/v1/avatars", response_model=AvatarCreated, status_code=201,
-              summary="upload a portrait: raw image/* body or multipart 'file'",
-              openapi_extra=_upload_body(*IMAGE_TYPES))
+    @app.post("/v1/avatars", response_model=AvatarCreated, status_code=201, response_model_exclude_none=True,
+              summary="upload a portrait: raw image/* body or multipart 'file' (+ optional 'motion_video': "
+                      "10-60 s of the owner, whose head sway and blinks the avatar then follows)",
+              openapi_extra=_upload_body(*IMAGE_TYPES, extras=(MOTION_VIDEO_FIELD,)))
     async def create_avatar(self, request: Request) -> dict[str, Any]:
         rid = _request_id(request)
-        data = await read_upload(request, IMAGE_TYPES, self.settings.limits.max_upload_bytes, "image")
-        return await self._guard(self.avatar.prepare_avatar.remote(data, request_id=rid))
+        limits = self.settings.limits
+        extras = {MOTION_VIDEO_FIELD: (VIDEO_TYPES, limits.max_motion_video_bytes, "motion video")}
+        data, found = await read_uploads(request, IMAGE_TYPES, limits.max_upload_bytes, "image", extras)
+        return await self._guard(self.avatar.prepare_avatar.remote(
+            data, request_id=rid, motion_video=found.get(MOTION_VIDEO_FIELD)))
 
     @app.delete("/v1/voices/{voice_id}", response_model=Deleted, response_model_exclude_none=True,
                 summary="delete a stored voice (its features, from every node's store)")
@@ -335,7 +353,6 @@ class Ingress:
         headers = {"X-Audio-Seconds": f"{audio_seconds:.3f}", SEGMENTS_HEADER: _segments_header(segments),
                    SERVER_TIMING: _render_timing(stage_ms, total_ms)}
         return Response(bytes(data), media_type="video/mp4", headers=headers)
-
 
     # --- chat ----------------------------------------------------------------------------------------
 

@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--text", required=True, help="what the avatar says")
     render.add_argument("--lang", default="auto", help="en, zh, es, or auto (per sentence; default)")
     render.add_argument("--image", type=Path, help="portrait image (default: the bundled astronaut)")
+    render.add_argument("--motion-video", type=Path,
+                        help="10-60 s video of the portrait's person: the avatar's head sway, blinks and "
+                             "nods follow theirs (default: generic motion)")
     render.add_argument("--voice", type=Path, help="reference voice audio, at least 2 s (default: bundled)")
     render.add_argument("--size", type=int, choices=(256, 360), help="output square in px (default: config)")
     render.add_argument("--seed", type=int, help="motion seed (default: config)")
@@ -102,7 +105,9 @@ def _render(args: argparse.Namespace) -> int:
     load_ms = (time.perf_counter() - started) * 1000
     started = time.perf_counter()
     print("preparing portrait and voice...", file=sys.stderr)
-    portrait = pipeline.prepare_portrait(args.image)
+    portrait, reference = pipeline.prepare_avatar(args.image, args.motion_video)
+    if reference is not None:
+        print(f"motion from the video: {reference.summary()}", file=sys.stderr)
     voice = pipeline.prepare_voice(args.voice)
     prepare_ms = (time.perf_counter() - started) * 1000
 
@@ -116,7 +121,7 @@ def _render(args: argparse.Namespace) -> int:
 
     print("rendering...", file=sys.stderr)
     report = pipeline.render_mp4(args.text, args.lang, args.output, portrait=portrait, voice=voice,
-                                 progress=progress)
+                                 progress=progress, reference=reference)
     timings = report.timings_ms
     print(f"wrote {report.path} ({report.audio_seconds:.2f} s, {report.frames} frames, "
           f"{portrait.size}x{portrait.size} @ {pipeline.settings.render.fps} fps)")

@@ -78,6 +78,10 @@ class Limits(BaseModel):
     max_upload_bytes: int = 20_000_000
     max_image_pixels: int = 40_000_000
     max_asr_seconds: float = 120.0
+    # POST /v1/avatars' optional reference video (the owner's own motion): its length and size.
+    min_motion_video_seconds: float = Field(default=10.0, gt=0)
+    max_motion_video_seconds: float = Field(default=60.0, gt=0)
+    max_motion_video_bytes: int = Field(default=30_000_000, ge=1)
     # A JSON request body (render, tts, chat) larger than this is refused (413) before it is parsed.
     max_json_bytes: int = Field(default=65_536, ge=1024)
     # Slow clients (deployments.edge, in Serve's proxy): a request body must arrive whole within

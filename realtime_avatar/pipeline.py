@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from engines.avatar.portrait import Portrait
 from engines.errors import EmptyTextError, InputError
+from engines.motion.reference import ReferenceMotion
 from engines.tts.base import Voice
 from realtime_avatar.config import Settings, get_settings
 from realtime_avatar.encoding import MediaPart
@@ -128,6 +129,19 @@ class AvatarPipeline:
         )
         return self.animation.portrait(self.animation.prepare_avatar(data)["avatar_id"])
 
+    def prepare_avatar(
+        self, image: bytes | str | Path | None = None, motion_video: bytes | str | Path | None = None,
+    ) -> tuple[Portrait, ReferenceMotion | None]:
+        """The portrait, and with ``motion_video`` (the owner's 10-60 s video) its motion statistics."""
+        if motion_video is None:
+            return self.prepare_portrait(image), None
+        limits = self.settings.limits
+        data = (bundled_portrait_png() if image is None
+                else _read_source(image, limits.max_upload_bytes, "image"))
+        video = _read_source(motion_video, limits.max_motion_video_bytes, "motion_video")
+        avatar_id = self.animation.prepare_avatar(data, video)["avatar_id"]
+        return self.animation.portrait(avatar_id), self.animation.reference_motion(avatar_id)
+
     def prepare_voice(self, audio: bytes | str | Path | None = None) -> Voice | None:
         if audio is None:
             return None
@@ -143,6 +157,7 @@ class AvatarPipeline:
         portrait: Portrait | None = None,
         voice: Voice | None = None,
         progress: ProgressCallback | None = None,
+        reference: ReferenceMotion | None = None,
     ) -> RenderReport:
         """TTS chunks -> the avatar stage's utterance renderer (the served stages' own loop) -> a file."""
         portrait = portrait or self.prepare_portrait()
@@ -153,7 +168,8 @@ class AvatarPipeline:
         if first is None:
             raise EmptyTextError("the text has nothing to speak")
         segments: list[SpokenSegment] = []
-        utterance = self.animation.utterance(portrait, self.tts.sample_rate, "mp4", path=output)
+        utterance = self.animation.utterance(portrait, self.tts.sample_rate, "mp4", path=output,
+                                             reference=reference)
         try:
             for chunk in _prepend(first, chunks):
                 for part in utterance.feed(chunk):

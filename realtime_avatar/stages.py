@@ -7,6 +7,7 @@ thin wrapper that adds resources, a health check and a handle.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -21,6 +22,8 @@ from engines.avatar.portrait import Portrait, prepare_portrait
 from engines.errors import InputError
 from engines.media.audio import load_audio, require_duration
 from engines.motion.idle import IdleLoop
+from engines.motion.reference import FORMAT_VERSION as MOTION_FORMAT
+from engines.motion.reference import ReferenceMotion, extract_reference_motion
 from engines.motion.track import MotionTrack
 from engines.tts.base import AudioChunk, Voice
 from engines.tts.text import AUTO, normalize_language
@@ -289,7 +292,13 @@ def voice_activity(settings: Settings) -> Any:
 
 
 class Animation:
-    """Avatar: a portrait image -> a stored avatar; audio chunks -> frames for that avatar."""
+    """Avatar: a portrait image (and optionally the owner's video) -> a stored avatar; audio chunks ->
+    frames for that avatar.
+
+    An avatar made with a reference video has its motion statistics (``ReferenceMotion``, a small JSON)
+    stored under the same id as kind ``motions``: its renders and its idle loop draw head sway, blinks
+    and nods from them instead of the motion engine's generic defaults (``reference`` below).
+    """
 
     def __init__(self, settings: Settings, store: AssetStore | None = None) -> None:
         self.settings, self.store = settings, store or build_store(settings.store, settings.cache_path)
@@ -299,6 +308,7 @@ class Animation:
         self.clips = ClipCache(settings.clip_cache, self.store, settings.cache_path / "assets" / "clips")
         render = settings.render
         self.idle_motion = IdleLoop(render.seed, render.fps, loop_s=settings.realtime.idle_loop_s)
+        self._idle_loops: OrderedDict[str, IdleLoop] = OrderedDict()  # by reference motion key
         self._idle_frames: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def load(self) -> None:
@@ -306,25 +316,61 @@ class Animation:
         self.default_avatar_id = self.prepare_avatar(bundled_portrait_png())["avatar_id"]
         self.idle_frames(self.portrait(None))  # drawn now, so the first call does not wait for it
 
-    def prepare_avatar(self, image: bytes) -> dict[str, Any]:
-        size = self.settings.render.size
-        avatar_id = _asset_id("portrait", image, str(size), self.settings.avatar.name)
-        if not self.store.exists("avatars", avatar_id):
-            portrait = prepare_portrait(image, size=size, max_pixels=self.settings.limits.max_image_pixels)
-            self.store.put("avatars", avatar_id, portrait.to_bytes())
-            event(log, "avatar_prepared", avatar_id=avatar_id, size=size)
-        return {"avatar_id": avatar_id, "size": size}
+    def prepare_avatar(self, image: bytes, motion_video: bytes | None = None) -> dict[str, Any]:
+        """Store the portrait (and the statistics of ``motion_video``, the owner's own 10-60 s video).
+
+        Both are checked before anything is stored: a portrait or video that is refused leaves nothing
+        behind. Only the statistics are kept, never the video."""
+        size, limits = self.settings.render.size, self.settings.limits
+        parts: list[bytes | str] = ["portrait", image, str(size), self.settings.avatar.name]
+        if motion_video is not None:
+            if len(motion_video) > limits.max_motion_video_bytes:
+                raise UploadTooLargeError(
+                    f"the motion video is larger than {limits.max_motion_video_bytes} bytes")
+            parts += ["motion", str(MOTION_FORMAT), motion_video]
+        avatar_id = _asset_id(*parts)
+        stored = self.store.exists("avatars", avatar_id)
+        if motion_video is not None and stored:
+            stored = self.store.exists("motions", avatar_id)
+        if not stored:
+            portrait = prepare_portrait(image, size=size, max_pixels=limits.max_image_pixels)
+            reference = None
+            if motion_video is not None:
+                reference = extract_reference_motion(
+                    motion_video, min_seconds=limits.min_motion_video_seconds,
+                    max_seconds=limits.max_motion_video_seconds)
+                self.store.put("motions", avatar_id, reference.to_json().encode())
+            try:
+                self.store.put("avatars", avatar_id, portrait.to_bytes())
+            except BaseException:
+                if reference is not None:  # no statistics without their avatar
+                    _delete(self.store, "motions", avatar_id)
+                raise
+            event(log, "avatar_prepared", avatar_id=avatar_id, size=size, motion=reference is not None)
+        created: dict[str, Any] = {"avatar_id": avatar_id, "size": size}
+        if motion_video is not None:
+            reference = self.reference_motion(avatar_id)
+            assert reference is not None
+            created["motion"] = reference.summary()
+        return created
+
+    def reference_motion(self, avatar_id: str | None) -> ReferenceMotion | None:
+        """The avatar's motion statistics from its owner's video; None: the engine's generic motion."""
+        data = _stored(self.store, "motions", avatar_id) if avatar_id else None
+        return None if data is None else ReferenceMotion.from_json(data)
 
     def delete_avatar(self, avatar_id: str) -> dict[str, Any]:
-        """Remove a stored avatar (face crop, landmarks, features) from the store; 404 if there is none."""
-        if not _delete(self.store, "avatars", avatar_id):
+        """Remove a stored avatar (face crop, landmarks, features, motion statistics) from the store; 404
+        if there is none."""
+        motion = _delete(self.store, "motions", avatar_id)
+        if not _delete(self.store, "avatars", avatar_id) and not motion:
             raise UnknownAssetError(f"no avatar with id {str(avatar_id)[:64]!r}", code="avatar_not_found")
         event(log, "avatar_deleted", avatar_id=avatar_id)
         return {"avatar_id": avatar_id, "deleted": True}
 
     def purge(self) -> int:
-        """Delete stored avatars past ``store.retention_s``."""
-        return self.store.purge("avatars")
+        """Delete stored avatars (and their motion statistics) past ``store.retention_s``."""
+        return self.store.purge("avatars") + self.store.purge("motions")
 
     def portrait(self, avatar_id: str | None) -> Portrait:
         avatar_id = avatar_id or self.default_avatar_id
@@ -338,45 +384,70 @@ class Animation:
                                     code="avatar_not_found")
         return Portrait.from_bytes(data)
 
-    def new_motion(self) -> Any:
-        """Motion generators carry blink/head state across chunks, so each utterance gets its own."""
+    def new_motion(self, reference: ReferenceMotion | None = None, **extra: Any) -> Any:
+        """Motion generators carry blink/head state across chunks, so each utterance gets its own.
+        ``reference``: the avatar's own motion statistics replace the engine's generic ones (only the
+        parameters the configured engine takes)."""
         render, spec = self.settings.render, self.settings.motion
-        return registry.build("motion", spec.name, {"seed": render.seed, "fps": render.fps, **spec.options})
+        options = {"seed": render.seed, "fps": render.fps, **spec.options}
+        if reference is not None:
+            options.update(_accepted(registry.resolve("motion", spec.name), reference.generator_options()))
+        return registry.build("motion", spec.name, {**options, **extra})
 
-    def animator(self, portrait: Portrait, sample_rate: int, part_seconds: float | None) -> Animator:
+    def animator(
+        self, portrait: Portrait, sample_rate: int, part_seconds: float | None,
+        reference: ReferenceMotion | None = None,
+    ) -> Animator:
         """``part_seconds``: send frames on in parts this long (streaming); None: a chunk at a time."""
         fps = self.settings.render.fps
         part_frames = None if part_seconds is None else max(1, round(part_seconds * fps))
-        return Animator(self.renderer, self.new_motion(), portrait, sample_rate, part_frames)
+        return Animator(self.renderer, self.new_motion(reference), portrait, sample_rate, part_frames)
 
-    def idle_frames(self, portrait: Portrait) -> np.ndarray:
+    def idle_loop(self, reference: ReferenceMotion | None = None) -> IdleLoop:
+        """The realtime idle motion: generic, or drawn from the avatar's own statistics."""
+        if reference is None:
+            return self.idle_motion
+        loop = self._idle_loops.get(reference.key)
+        if loop is None:
+            render, loop_s = self.settings.render, self.settings.realtime.idle_loop_s
+            loop = self._idle_loops[reference.key] = IdleLoop(render.seed, render.fps, loop_s=loop_s,
+                                                              **reference.idle_options(loop_s))
+            while len(self._idle_loops) > IDLE_LOOPS_KEPT:
+                self._idle_loops.popitem(last=False)
+        self._idle_loops.move_to_end(reference.key)
+        return loop
+
+    def idle_frames(self, portrait: Portrait, reference: ReferenceMotion | None = None) -> np.ndarray:
         """One loop of the idle motion drawn for this portrait (kept for the last few portraits)."""
-        frames = self._idle_frames.get(portrait.key)
+        key = portrait.key if reference is None else f"{portrait.key}:{reference.key}"
+        frames = self._idle_frames.get(key)
         if frames is None:
-            frames = self.renderer.render(portrait, self.idle_motion.loop())
-            self._idle_frames[portrait.key] = frames
+            frames = self.renderer.render(portrait, self.idle_loop(reference).loop())
+            self._idle_frames[key] = frames
             while len(self._idle_frames) > IDLE_LOOPS_KEPT:
                 self._idle_frames.popitem(last=False)
-        self._idle_frames.move_to_end(portrait.key)
+        self._idle_frames.move_to_end(key)
         return frames
 
-    def speech_animator(self, portrait: Portrait, sample_rate: int, start_frame: int) -> Animator:
+    def speech_animator(
+        self, portrait: Portrait, sample_rate: int, start_frame: int,
+        reference: ReferenceMotion | None = None,
+    ) -> Animator:
         """Speech laid on the idle loop from loop frame ``start_frame``, easing back onto it at the end."""
-        render, spec = self.settings.render, self.settings.motion
-        motion = registry.build("motion", spec.name, {"seed": render.seed, "fps": render.fps, **spec.options,
-                                                      "base": self.idle_motion, "start_frame": start_frame})
+        render = self.settings.render
+        motion = self.new_motion(reference, base=self.idle_loop(reference), start_frame=start_frame)
         part_frames = max(1, round(render.part_seconds * render.fps))
         settle = round(self.settings.realtime.settle_s * render.fps)
         return Animator(self.renderer, motion, portrait, sample_rate, part_frames, settle_frames=settle)
 
     def utterance(
         self, portrait: Portrait, sample_rate: int, container: Container, path: str | Path | None = None,
-        part_seconds: float | None = None,
+        part_seconds: float | None = None, reference: ReferenceMotion | None = None,
     ) -> UtteranceRenderer:
         """Audio chunks -> encoded parts of one utterance (an MP4 file at ``path``, or fMP4 bytes)."""
         encoder = ChunkEncoder.open(container, size=portrait.size, sample_rate=sample_rate,
                                     render=self.settings.render, path=path)
-        return UtteranceRenderer(self.animator(portrait, sample_rate, part_seconds), encoder)
+        return UtteranceRenderer(self.animator(portrait, sample_rate, part_seconds, reference), encoder)
 
     def text_cost(self, text: str, language: str) -> float:
         return text_cost(self.settings, text, language)
@@ -392,6 +463,15 @@ def text_cost(settings: Settings, text: str, language: str | None) -> float:
     limits = settings.limits.max_text_chars
     code = normalize_language(language)
     return len(text) / max(1, limits.get(code) or min(limits.values()))
+
+
+def _accepted(engine: type, options: dict[str, Any]) -> dict[str, Any]:
+    """The options ``engine``'s constructor takes (all of them if it takes ``**kwargs``)."""
+    parameters = inspect.signature(engine).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return options
+    names = {p.name for p in parameters}
+    return {name: value for name, value in options.items() if name in names}
 
 
 def _delete(store: AssetStore, kind: str, asset_id: str) -> bool:

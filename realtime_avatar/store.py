@@ -30,8 +30,10 @@ from realtime_avatar.cache import BlobCache
 if TYPE_CHECKING:
     from realtime_avatar.config import StoreSettings
 
-KINDS = ("voices", "avatars", "clips")  # clips: cached generated reply clips (realtime_avatar.clips)
-PRIVATE_KINDS = ("voices", "avatars")  # uploads of a person: 0600, retention, DELETE
+# clips: cached generated reply clips (realtime_avatar.clips); motions: an avatar's motion statistics
+# from its owner's video, under the avatar's id
+KINDS = ("voices", "avatars", "clips", "motions")
+PRIVATE_KINDS = ("voices", "avatars", "motions")  # of a person: 0600, retention, DELETE
 _ASSET_ID = re.compile(r"[0-9a-f]{16,64}")
 
 GCS_TIMEOUT_S = 30.0  # per request
