@@ -10,7 +10,8 @@ and avatar deployments and the ingress); where each language's text lies in the 
 the status and headers arrived) and ``client_total_ms`` (until the last byte).
 
 Failures end the run with one line (``TargetError``): the target unreachable or silent, a refused key
-(401), a 503 whose ``Retry-After`` is honoured a bounded number of times, a body that is not an MP4.
+(401), a 503 (or 429) whose ``Retry-After`` is honoured a bounded number of times, a body that is not an
+MP4.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ from realtime_avatar.stages import SpeechRecognition
 SEGMENTS_HEADER = "X-Spoken-Segments"
 API_KEY_ENV = "AVATAR_SERVE__API_KEY"  # the runtime's own setting (serve.api_key), which make run passes on
 TIMEOUT_S = 300.0  # a long scenario on a loaded 2-core runtime takes tens of seconds
-MAX_RETRIES = 3  # 503s honoured per request before giving up
+MAX_RETRIES = 3  # "later" refusals honoured per request before giving up
+# Refusals that say "later" (overloaded stages, too many uploads from this client): retried on Retry-After.
+RETRIED_STATUSES = (429, 503)
 MAX_RETRY_WAIT_S = 30.0  # the longest Retry-After waited; a longer one is waited this long
 # The chat reply's done event's stages_ms -> the run document's metric.
 CHAT_STAGES = {"tts": "tts_ms", "avatar_render": "avatar_render_ms", "encode": "encode_ms", "llm": "llm_ms"}
@@ -149,7 +152,7 @@ class ApiTarget:
         self.http.close()
 
     def exchange(self, method: str, path: str, **kwargs: Any) -> Exchange:
-        """The answered request (a 503 with Retry-After is retried); any failure is a TargetError."""
+        """The answered request (a 503 or 429 with Retry-After is retried); any failure is a TargetError."""
         for attempt in range(self.max_retries + 1):
             started = time.perf_counter()
             try:
@@ -164,12 +167,13 @@ class ApiTarget:
                 raise TargetError(f"{method} {path} failed: {type(exc).__name__}: {exc}") from None
             total_ms = (time.perf_counter() - started) * 1000
             wait = retry_after_s(response.headers.get("retry-after"))
-            if response.status_code == 503 and wait is not None and attempt < self.max_retries:
+            busy = response.status_code in RETRIED_STATUSES and wait is not None
+            if busy and attempt < self.max_retries:
                 time.sleep(min(wait, self.max_wait_s))
                 continue
             if response.status_code >= 400:
                 line = _error_line(method, path, response, body)
-                if response.status_code == 503 and wait is not None:
+                if busy:
                     line += f" (still refused after {attempt} retries)"
                 raise TargetError(line)
             return Exchange(response, body, first_byte_ms, total_ms, attempt)
@@ -187,8 +191,11 @@ class ApiTarget:
     def upload(self, kind: str, path: Path, fallback_type: str) -> str:
         """A voice or portrait file -> its id (``kind``: voices or avatars)."""
         content_type = mimetypes.guess_type(path.name)[0] or fallback_type
-        answer = self.exchange("POST", f"/v1/{kind}", content=path.read_bytes(),
-                               headers={"Content-Type": content_type})
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise TargetError(f"cannot read {path}: {exc.strerror}") from None
+        answer = self.exchange("POST", f"/v1/{kind}", content=data, headers={"Content-Type": content_type})
         try:
             return str(json.loads(answer.body)[f"{kind[:-1]}_id"])
         except (ValueError, KeyError, TypeError):

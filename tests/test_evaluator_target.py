@@ -126,6 +126,13 @@ def test_missing_key_is_one_line_naming_the_option(double, tmp_path, capsys):
     assert "answered 401 unauthorized: API key needed" in err and "--api-key" in err, err
 
 
+def test_an_unreadable_voice_file_is_one_line(double, tmp_path, capsys):
+    base, _, _ = double
+    err = _cli_error(["--target", base, "--voice", str(tmp_path / "none.wav"), "--output", str(tmp_path)],
+                     capsys)
+    assert "cannot read" in err and "none.wav" in err, err
+
+
 def test_a_body_that_is_not_an_mp4_is_refused(double, tmp_path, capsys):
     base, routes, _ = double
     routes["POST /v1/voices"] = lambda: (201, {}, b'{"voice_id": "v1"}')
