@@ -49,11 +49,16 @@ def _dips(series: np.ndarray, ratio: float) -> list[int]:
 
 
 def test_output_shape_dtype_and_rest_pose_is_the_portrait(renderer, portraits):
+    as_photographed = LiteRenderer(close_lips=0.0)
     for portrait in portraits.values():
-        frames = renderer.render(portrait, _still(3))
+        frames = as_photographed.render(portrait, _still(3))
         assert frames.shape == (3, 256, 256, 3) and frames.dtype == np.uint8
         np.testing.assert_array_equal(frames[0], portrait.image)
         assert renderer.render(portrait, MotionTrack.empty(FPS)).shape == (0, 256, 256, 3)
+    # By default mouth_open 0 means closed lips: the astronaut smiles with her teeth apart in the photo.
+    astronaut = portraits["astronaut"]
+    photo = FaceMeter().measure(astronaut.image).mouth_open
+    assert _measure(renderer, astronaut)[0] < photo - 0.04
 
 
 def test_render_is_deterministic_and_chunk_independent(renderer, portraits, speech):

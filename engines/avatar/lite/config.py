@@ -12,7 +12,17 @@ class LiteConfig:
     lip_lift: float = 0.12  # upper-lip rise, as a share of the chin drop
     lip_spread: float = 0.18  # corner shift at |mouth_width| = 1, as a share of the half mouth width
     open_narrowing: float = 0.6  # mouth_width taken off per unit of mouth_open (corners draw in)
+    lip_round: float = 0.4  # corner shift inwards at mouth_width = -1, as a share of the half mouth width
     lower_lip_shape: float = 0.6  # exponent of the lower lip's drop across the mouth (lower = squarer)
+    round_shape: float = 0.3  # ... at mouth_width = -1: a rounder, more circular opening
+    spread_shape: float = 1.0  # ... at mouth_width = 1: a slit, pointed towards the corners
+    round_height: float = 0.35  # the lips' opening is this much taller at mouth_width = -1 (pursed) ...
+    spread_flatten: float = 0.3  # ... and this much lower at mouth_width = 1 (spread lips are thin)
+    round_pucker: float = 0.35  # lips thicken vertically by this share at mouth_width = -1 (protruded)
+    close_lips: float = 1.0  # at mouth_open = 0 the lower lip rises this share of the gap the photo shows
+    close_release: float = 0.3  # ... and is back where the photo has it at this mouth_open
+    lower_teeth_height: float = 0.05  # painted lower teeth on a wide-open mouth, share of the mouth width
+    expression: str = "portrait"  # mouth corners: portrait (as photographed), neutral, serious, smile
     neck_fade: float = 0.45  # the chin drop fades out over this share of the face height below the jaw
     teeth_height: float = 0.09  # painted upper teeth, as a share of the mouth width
     feather_px: float = 0.9  # softness of the mouth-interior edge
@@ -35,3 +45,9 @@ class LiteConfig:
     pose_margin: float = 0.06  # room for pose displacement around the face region, share of the frame
     # Runtime
     cache_size: int = 8  # prepared rigs kept per renderer (by portrait key)
+
+    def __post_init__(self) -> None:
+        from engines.avatar.lite.rig import EXPRESSIONS
+
+        if self.expression not in EXPRESSIONS:
+            raise ValueError(f"unknown expression {self.expression!r}; known: {', '.join(EXPRESSIONS)}")

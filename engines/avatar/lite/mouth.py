@@ -22,6 +22,9 @@ TONGUE_TOP = (0.62, 0.3)  # tongue surface, as a share of the gap from the upper
 TONGUE_SHOWS = (0.12, 0.2)  # the tongue fades in as the gap grows past a, over b (mouth widths)
 TEETH_SPAN = (0.75, 0.4)  # teeth fade out from |r| = a - b to a: only the front of the arch shows
 TEETH_GAPS = (-0.16, -0.08, 0.0, 0.08, 0.16)  # separations between the front teeth, mouth widths from centre
+LOWER_TEETH_SHOWS = (0.14, 0.12)  # lower teeth fade in as the gap grows past a, over b (mouth widths)
+LOWER_TEETH_SHADE = 0.8  # lower teeth sit in the upper lip's shadow
+PUCKER_HEIGHT = 1.2  # vertical reach of the lip thickening around the mouth line, in half mouth widths
 LUMA = np.array([0.299, 0.587, 0.114])
 
 
@@ -40,16 +43,31 @@ class MouthColumns:
     neck_end: np.ndarray  # output row where the drop has faded out
 
 
+def corner_shift(mouth_width: float, config: LiteConfig) -> float:
+    """Corner displacement outwards, as a share of the half mouth width (negative: drawn in, rounded)."""
+    return mouth_width * (config.lip_spread if mouth_width > 0 else config.lip_round)
+
+
 def mouth_columns(rig: MouthRig, mouth_open: float, mouth_width: float, config: LiteConfig) -> MouthColumns:
+    """Where the lips are in each column. The opening's shape follows the width: rounded lips leave a
+    narrower, taller and rounder opening, spread lips a wide thin slit. At ``mouth_open`` 0 the lower lip
+    rises over any gap the photo shows (``close_lips``), so the lips meet; the opening grows from there."""
     xs = np.arange(rig.block.x0, rig.block.x1, dtype=np.float64)
     drop_max = max(mouth_open, 0.0) * rig.jaw_drop
-    half_width = rig.half_width * (1.0 + config.lip_spread * mouth_width)
+    half_width = rig.half_width * (1.0 + corner_shift(mouth_width, config))
     r = (xs - rig.center_x) / half_width
     inside = np.abs(r) < 1.0
     r_in = np.clip(r, -1.0, 1.0)
     junction = np.polyval(rig.junction, r_in)  # flat beyond the corners
     across = np.where(inside, 1.0 - r_in**2, 0.0)
-    drop = drop_max * across**config.lower_lip_shape
+    rounded, spread = max(-mouth_width, 0.0), max(mouth_width, 0.0)
+    shape = (config.lower_lip_shape + (config.round_shape - config.lower_lip_shape) * rounded
+             + (config.spread_shape - config.lower_lip_shape) * spread)
+    height = 1.0 + config.round_height * rounded - config.spread_flatten * spread
+    shown = np.maximum(junction - np.polyval(rig.upper_inner, r_in), 0.0) * inside  # the photo's own gap
+    # Speech opens the photo's own gap back up by mouth_open = close_release, and the jaw drops on from it.
+    press = config.close_lips * max(1.0 - mouth_open / config.close_release, 0.0)
+    drop = drop_max * height * across**shape - press * shown
     lift = config.lip_lift * drop_max * across
     chin_drop = drop_max * rig.jaw_weight
     upper = np.maximum(junction - lift, rig.lift_top + 1.0)
@@ -66,20 +84,24 @@ def jaw_displacement(rig: MouthRig, cols: MouthColumns) -> np.ndarray:
     gap = y - cols.junction
     jaw = cols.drop + (cols.chin_drop - cols.drop) * smoothstep((y - cols.lower) / (cols.chin - cols.lower))
     neck = cols.chin_drop * (1.0 - smoothstep((y - cols.chin) / (cols.neck_end - cols.chin)))
+    # Tested from the bottom up: a lower lip risen over the photo's teeth (closed lips) is in front of them.
     field = np.select(
-        [y < top, y < cols.upper, y < cols.lower, y < cols.chin, y < cols.neck_end],
-        [0.0, lip, gap, jaw, neck],
-        0.0,
+        [y < top, y >= cols.neck_end, y >= cols.chin, y >= cols.lower, y >= cols.upper],
+        [0.0, 0.0, neck, jaw, gap],
+        lip,
     )
     return field.astype(np.float32)
 
 
-def spread_displacement(rig: MouthRig, mouth_width: float, config: LiteConfig) -> np.ndarray:
-    """Backward horizontal displacement on the mouth block: corners move out (spread) or in (rounded).
+def spread_displacement(rig: MouthRig, mouth_width: float,
+                        config: LiteConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Displacement (x, y) on the mouth block: corners move out (spread) or in (rounded), and the lips
+    thicken vertically when rounded (pursed, pushed forward) or thin when spread.
 
-    The profile equals r at the corners (they move by the full amount) and fades out over about three
-    half-widths, reaching exactly zero at ``SPREAD_REACH``; vertically a Gaussian, tapered to zero at
-    the block's top (under the nose) so the block edge leaves no seam.
+    The horizontal profile equals r at the corners (they move by the full amount) and fades out over about
+    three half-widths, reaching exactly zero at ``SPREAD_REACH``; vertically a Gaussian, tapered to zero at
+    the block's top (under the nose) so the block edge leaves no seam. The thickening scales distances from
+    the mouth line inside the lips and fades out above and below them.
     """
     y = np.arange(rig.block.y0, rig.block.y1, dtype=np.float64)[:, None]
     x = np.arange(rig.block.x0, rig.block.x1, dtype=np.float64)[None, :]
@@ -89,7 +111,12 @@ def spread_displacement(rig: MouthRig, mouth_width: float, config: LiteConfig) -
     across = r * np.exp((1.0 - r**2) / (2 * SPREAD_FALLOFF**2))
     across *= 1.0 - smoothstep(np.abs(r) - SPREAD_REACH + 1.0)  # reaches exactly zero at SPREAD_REACH
     down = np.exp(-0.5 * v**2) * smoothstep((y - rig.lift_top) / (mouth_line - rig.lift_top))
-    return (mouth_width * config.lip_spread * rig.half_width * across * down).astype(np.float32)
+    sideways = corner_shift(mouth_width, config) * rig.half_width * across * down
+    thicken = config.round_pucker * (max(-mouth_width, 0.0) - config.spread_flatten * max(mouth_width, 0.0))
+    lips = np.exp(-0.5 * (y - mouth_line) ** 2 / (PUCKER_HEIGHT * rig.half_width / 2) ** 2)
+    lips = lips * np.exp(-0.5 * r**2) * smoothstep((y - rig.lift_top) / (mouth_line - rig.lift_top))
+    vertical = thicken * (y - mouth_line) * lips
+    return sideways.astype(np.float32), vertical.astype(np.float32)
 
 
 def interior(rig: MouthRig, cols: MouthColumns, config: LiteConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -133,6 +160,15 @@ def interior(rig: MouthRig, cols: MouthColumns, config: LiteConfig) -> tuple[np.
              * (1.0 - 0.25 * separations))
     teeth = np.asarray(config.teeth_rgb)[None, None, :] * shade[..., None]
     color += (teeth - color) * teeth_alpha[..., None]
+
+    # Lower teeth: the incisors' edges just above the lower lip, once the jaw has dropped far enough.
+    above_lip = lower - y  # px over the lower lip
+    lower_height = config.lower_teeth_height * rig.width * np.sqrt(across)
+    lower_alpha = (np.clip(lower_height - above_lip, 0.0, 1.0) * np.clip(above_lip, 0.0, 1.0)
+                   * smoothstep((gap / rig.width - LOWER_TEETH_SHOWS[0]) / LOWER_TEETH_SHOWS[1])
+                   * smoothstep((TEETH_SPAN[0] - np.abs(r)) / TEETH_SPAN[1]))
+    lower_teeth = np.asarray(config.teeth_rgb)[None, None, :] * (LOWER_TEETH_SHADE * shade)[..., None]
+    color += (lower_teeth - color) * lower_alpha[..., None]
     gray = (color @ LUMA)[..., None]
     color = gray + (color - gray) * rig.saturation
     return (color * rig.brightness).astype(np.float32), alpha.astype(np.float32)

@@ -24,6 +24,7 @@ from engines.avatar.portrait import Portrait
 from engines.motion.track import MotionTrack
 
 _MIN_VISIBLE = 1e-3
+_MIN_GAP_PX = 0.5  # a photo's lips this close already meet
 
 
 class LiteRenderer:
@@ -76,14 +77,27 @@ class LiteRenderer:
         # An opening jaw draws the corners in a little, whatever the vowel.
         mouth_width = float(np.clip(mouth_width - config.open_narrowing * max(mouth_open, 0.0), -1.0, 1.0))
         columns = mouth_columns(mouth, mouth_open, mouth_width, config)
+        corners = mouth.expression
+        if mouth.purse is not None and mouth_width < 0.0:  # pursed lips lose the photo's smile
+            corners = mouth.purse * -mouth_width + (0.0 if corners is None else corners)
         if mouth_open > _MIN_VISIBLE:
             overlays.append((mouth.interior_out, mouth.interior, *interior(mouth, columns, config)))
         lookups = [self._canvas_coords(rig, maps, out, block) for out, block, *_ in overlays]
+        if mouth_open > _MIN_VISIBLE and corners is not None:
+            # The interior moves with the corners (it is painted where the lips part before they move).
+            where = lookups[-1]
+            offset = np.array([mouth.interior.x0 - mouth.block.x0, mouth.interior.y0 - mouth.block.y0],
+                              np.float32)
+            where -= cv2.remap(corners, where + offset, None, cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_CONSTANT)
 
-        if mouth_open > _MIN_VISIBLE or abs(mouth_width) > _MIN_VISIBLE:
+        closing = mouth.gap_px * config.close_lips > _MIN_GAP_PX  # closed lips differ from the photo's
+        if mouth_open > _MIN_VISIBLE or abs(mouth_width) > _MIN_VISIBLE or closing or corners is not None:
             # sample = pose(p) - R * jaw_field(canvas coords of pose(p))
-            across = spread_displacement(mouth, mouth_width, config)
-            field = np.stack([across, jaw_displacement(mouth, columns)], axis=-1)
+            across, thicken = spread_displacement(mouth, mouth_width, config)
+            field = np.stack([across, jaw_displacement(mouth, columns) + thicken], axis=-1)
+            if corners is not None:
+                field += corners
             region = maps[rig.jaw_out.slices]
             where = self._canvas_coords(rig, maps, rig.jaw_out, mouth.block)
             field = cv2.remap(field, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)

@@ -30,6 +30,16 @@ HEAD_FEATHER = (0.85, 0.3)  # the mask starts fading at this ellipse radius, ove
 FACE_DEPTH = (0.5, 0.55, 0.8, 0.2)  # depth radius, surface half width, half height, centre below the eyes
 NOSE_DEPTH = (0.2, 0.1)  # extra depth at the nose tip, its radius
 NECK_PIVOT = 0.5  # roll pivot below the chin, in face heights
+# Mouth-corner expressions: (share of the photo's own smile taken away, corners lowered by this share of
+# the mouth width, drawn in by this share of the half mouth width); negative values do the opposite.
+EXPRESSIONS = {
+    "portrait": (0.0, 0.0, 0.0),
+    "neutral": (1.0, 0.0, 0.05),
+    "serious": (1.0, 0.025, 0.08),
+    "smile": (0.0, -0.03, -0.04),
+}
+CORNER_REACH = (0.3, 0.3)  # Gaussian radii (x, y) of the corner shift, in half mouth widths
+LIP_OVERLAP_PX = 1.5  # closed lips overlap by this much (the landmark sits on the edge, teeth just below)
 
 
 def smoothstep(t: np.ndarray) -> np.ndarray:
@@ -76,6 +86,8 @@ class MouthRig:
     half_width: float  # inner-lip corner to centre
     width: float  # outer mouth width
     junction: np.ndarray  # poly coefficients y(r): where the lips part, r in [-1, 1] corner to corner
+    upper_inner: np.ndarray  # poly coefficients y(r): the upper lip's inner edge (above any teeth shown)
+    gap_px: float  # how far apart the photo's lips are in the middle (0: closed lips)
     jaw_drop: float  # chin drop in px at mouth_open = 1
     lift_top: float  # canvas y above which the upper lip region does not move
     chin_y: np.ndarray  # per block column: jaw contour y
@@ -84,6 +96,8 @@ class MouthRig:
     teeth: float  # 0..1: how much painted upper teeth to show (0 when the photo already shows teeth)
     brightness: float  # interior colour scale matched to the portrait's skin
     saturation: float  # interior colourfulness matched to the skin's (0 for a black-and-white photo)
+    expression: np.ndarray | None  # [rows, cols, 2] corner displacement (x, y) on the block, None: none
+    purse: np.ndarray | None  # [rows, cols, 2] what rounding the lips (mouth_width = -1) takes off the smile
 
 
 @dataclass(frozen=True)
@@ -218,6 +232,7 @@ def _mouth_rig(
     # The lips part along the lower lip's inner edge: teeth already showing stay with the upper jaw.
     r = (lower[:, 0] - center_x) / half_width
     junction = np.polyfit(r, lower[:, 1] - 0.5, 2)
+    upper_inner = np.polyfit((upper[:, 0] - center_x) / half_width, upper[:, 1] + LIP_OVERLAP_PX, 2)
     shown_gap = float(np.mean(lower[1:4, 1] - upper[1:4, 1]))
     teeth = float(np.clip(1.0 - shown_gap / (config.teeth_height * mouth_width), 0.0, 1.0))
 
@@ -239,10 +254,42 @@ def _mouth_rig(
     saturation = float(np.clip((cheek.max() - cheek.min()) / max(float(cheek.max()), 1.0) / 0.2, 0.0, 1.0))
     return MouthRig(
         block=block, interior=interior, interior_out=canvas_map.footprint(interior), center_x=center_x,
-        half_width=half_width, width=mouth_width, junction=junction, jaw_drop=jaw_drop, lift_top=lift_top,
-        chin_y=chin_y, jaw_weight=jaw_weight, neck=neck, teeth=teeth, brightness=brightness,
-        saturation=saturation,
+        half_width=half_width, width=mouth_width, junction=junction, upper_inner=upper_inner,
+        gap_px=max(float(np.polyval(junction, 0.0) - np.polyval(upper_inner, 0.0)), 0.0),
+        jaw_drop=jaw_drop, lift_top=lift_top, chin_y=chin_y, jaw_weight=jaw_weight, neck=neck, teeth=teeth,
+        brightness=brightness, saturation=saturation,
+        expression=_corner_field(pts, block, center_x, half_width, mouth_width, lift_top,
+                                 EXPRESSIONS[config.expression]),
+        purse=_corner_field(pts, block, center_x, half_width, mouth_width, lift_top,
+                            (1.0 - EXPRESSIONS[config.expression][0], 0.0, 0.0)),
     )
+
+
+def _corner_field(pts: np.ndarray, block: Block, center_x: float, half_width: float, mouth_width: float,
+                  lift_top: float, expression: tuple[float, float, float]) -> np.ndarray | None:
+    """The forward displacement that moves the mouth corners as ``expression`` (an ``EXPRESSIONS``
+    value) says; None when it moves nothing.
+
+    The photo's smile is how far its outer corners sit above the middle of the lips; "neutral" takes it
+    away (so a smiling portrait can speak without looking like it laughs), "serious" goes a little further.
+    """
+    unsmile, lower, draw_in = expression
+    corners = pts[[lm.MOUTH_LEFT, lm.MOUTH_RIGHT]]
+    smile = max(float((pts[51, 1] + pts[57, 1]) / 2 - corners[:, 1].mean()), 0.0)
+    down = unsmile * smile + lower * mouth_width
+    if abs(down) < 0.05 and abs(draw_in) < 1e-3:
+        return None
+    y = np.arange(block.y0, block.y1, dtype=np.float64)[:, None]
+    x = np.arange(block.x0, block.x1, dtype=np.float64)[None, :]
+    field = np.zeros((*block.shape, 2))
+    reach_x, reach_y = CORNER_REACH[0] * half_width, CORNER_REACH[1] * half_width
+    for cx, cy in corners:
+        weight = np.exp(-0.5 * (((x - cx) / reach_x) ** 2 + ((y - cy) / reach_y) ** 2))
+        field[..., 0] += np.sign(center_x - cx) * draw_in * half_width * weight
+        field[..., 1] += down * weight
+    corner_line = float(corners[:, 1].mean())
+    field *= smoothstep((y - lift_top) / max(corner_line - lift_top, 1.0))[..., None]  # no seam by the nose
+    return field.astype(np.float32)
 
 
 def _eye_rig(
