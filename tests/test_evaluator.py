@@ -10,7 +10,7 @@ import pytest
 from engines.media.audio import load_audio
 from engines.media.mp4 import Mp4Writer, read_frames
 from evaluator.__main__ import main as evaluator_main
-from evaluator.metrics import language, lipsync, pitch, speaker
+from evaluator.metrics import language, lipsync, lipsync_words, pitch, speaker
 from evaluator.schema import METRIC_KEYS, check_schema
 from realtime_avatar.pipeline import AvatarPipeline, SpokenSegment
 
@@ -177,7 +177,7 @@ def test_a_real_run_writes_the_exact_shape(tmp_path):
     for document in documents:  # the metrics measured against the words and the reference voice
         m = document["metrics"]
         assert m["lip_sync_words_0_1"] is not None and 0.0 <= m["lip_sync_words_0_1"] <= 1.0, m
-        assert set(m["lip_sync_words_parts"]) == {"pause_closed", "bilabial_closed", "rounded", "spread"}
+        assert set(m["lip_sync_words_parts"]) == set(lipsync_words.PARTS)
         assert m["lip_sync_words_matched_share"] > 0.5, m
         assert m["f0_median_st_vs_reference"] is not None and m["voiced_share"] > 0.2, m
     assert documents[0]["metrics"]["f0_rmse_hz"] == 0.0  # the first run is the baseline

@@ -1,24 +1,35 @@
 """lip_sync_words_0_1: does the drawn mouth make the shapes of the words that were said, when they were said?
 
-Nothing here reads the motion track or the audio's loudness (which is what drives today's mouth):
+Nothing here reads the motion track, and the mouth is never compared with the audio's loudness (which
+is what drives the default mouth); the audio's level only helps place the words (step 1):
 
-1. *When*: whisper word timestamps on the output audio (the project's ASR engine). Text words are matched
-   to heard words in order (difflib on normalised spellings); only matched words are judged (where a
-   misheard word's phonemes fall is unknown: its frames are left out, and the share matched is reported).
+1. *When*: whisper word timestamps on the output audio (the project's ASR engine), each word cut to its
+   sound, the boundary between two touching words moved to the silence or level dip within 250 ms of it
+   (whisper's own boundary there is often 100-280 ms early), silences of ``GAP_S`` or more counted as
+   pauses. Text words are matched to heard words in order (difflib on normalised spellings); only
+   matched words are judged (where a misheard word's phonemes fall is unknown: its frames are left out,
+   and the share matched is reported).
 2. *What*: the text's G2P (``phones``) places each word's phonemes inside its span by weight.
 3. Per video frame (centre time) a target: ``pause`` (inside no heard word), ``bilabial`` (p/b/m),
-   ``open`` / ``round`` / ``spread`` vowels, or other (consonants, schwa: not judged).
+   ``open`` / ``round`` / ``spread`` vowels, other consonants, neutral vowels (schwa).
 4. The mouth on the decoded frames (dlib landmarks, ``FaceMeter``): openness, width, roundness.
 
-Each part is an AUC turned into 0..1 (``2 * AUC - 1``, clipped at 0; chance and a still mouth are 0):
+Parts, each 0..1 (chance and a still mouth are 0):
 
-- ``pause_closed``: vowel frames are more open than pause frames
-- ``bilabial_closed``: vowel frames are more open than each p/b/m is at its most closed (within a frame)
-- ``rounded``: rounded-vowel frames (o/u) have rounder lips (height/width) than spread-vowel frames (i/e)
-- ``spread``: spread-vowel frames have wider lips than rounded-vowel frames
+- ``timing`` (*when*): Pearson r of openness with the openness the targets ask for (closed 0, consonant
+  1/3, neutral vowel 2/3, full vowel 1) at lag 0 +- ``TIMING_TOLERANCE_S``, clipped at 0, times the share
+  of its best r over +-``TIMING_LAG_S`` that lag 0 reaches. A mouth in time peaks at lag 0; the same
+  mouth 200 ms off peaks 200 ms away and scores ~0.
+- *What*, each ``2 * AUC - 1`` clipped at 0:
+  ``pause_closed``: vowel frames are more open than pause frames;
+  ``bilabial_closed``: vowel frames are more open than each p/b/m is at its most closed (within a frame);
+  ``rounded``: o/u frames have rounder lips (height/width) than i/e frames at equal openness;
+  ``spread``: i/e frames have wider lips than o/u frames at equal openness ("at equal openness": less a
+  line fitted on openness over the clip, so a mouth only more open on o/u is not "rounder").
 
-The score is the mean of the parts that have at least ``MIN_FRAMES`` frames in both groups (None when no
-part has). No lag is searched: the frame at time t is judged against the speech at time t.
+The score is the geometric mean of ``timing`` and the mean of the *what* parts that have at least
+``MIN_FRAMES`` frames in both groups (either alone when the other cannot be judged; None when none can).
+No lag is searched for the score: the frame at time t is judged against the speech at time t.
 """
 
 from __future__ import annotations
@@ -36,10 +47,16 @@ from realtime_avatar.pipeline import SpokenSegment
 
 PAUSE = "pause"
 MIN_FRAMES = 4
-LAG_SEARCH_FRAMES = 6
+TIMING_LAG_S = 0.4  # the timing part's correlation is looked at over lags of +-400 ms ...
+TIMING_TOLERANCE_S = 0.04  # ... and read at lag 0 +- this (at least a frame): the alignment's error
+SNAP_S = 0.25  # whisper's boundary between touching words moves at most this far (its errors: <= 0.28 s)
+SNAP_SMOOTH = 3  # 10 ms steps of level smoothed when looking for a boundary's quietest point
+TOUCHING_S = 0.05  # words closer than this touch (whisper gave them one boundary)
+MIN_WORD_S = 0.05  # no word is shrunk below this by snapping
 SILENCE_DB = -35.0  # below the clip's loudest 10 ms by this much: no speech (only to trim whisper's onsets)
 GAP_S = 0.15  # a silence this long is a pause
-PARTS = ("pause_closed", "bilabial_closed", "rounded", "spread")
+FLAT = 1e-6  # a series with less spread than this is constant (float32 noise)
+PARTS = ("timing", "pause_closed", "bilabial_closed", "rounded", "spread")
 
 
 @dataclass(frozen=True)
@@ -62,8 +79,8 @@ class LipSyncResult:
     parts: dict[str, float | None]
     words_matched_share: float  # text words whisper heard as such (the rest were placed between them)
     frames_judged: dict[str, int]  # frames per target class
-    # Diagnostic, not in the score: the shift of the targets (ms; > 0: the mouth trails the speech)
-    # within +-LAG_SEARCH_FRAMES that would score best. A well-synced mouth has it near 0.
+    # Where the timing part's correlation peaks (ms within +-TIMING_LAG_S; > 0: the mouth trails the
+    # speech). A well-synced mouth has it near 0; None when nothing correlates.
     best_lag_ms: float | None = None
 
     def to_metrics(self) -> dict[str, Any]:
@@ -92,7 +109,7 @@ def heard_words(asr: Any, pcm: np.ndarray, sample_rate: int, segment: SpokenSegm
             out += [HeardWord(start + i * step, start + (i + 1) * step, c) for i, c in enumerate(chars)]
         elif phones.normalize(word.word):
             out.append(HeardWord(start, end, word.word))
-    return trim_to_sound(out, pcm, sample_rate)
+    return snap_boundaries(trim_to_sound(out, pcm, sample_rate), pcm, sample_rate)
 
 
 def _loudness(pcm: np.ndarray, sample_rate: int) -> tuple[np.ndarray, float]:
@@ -117,6 +134,41 @@ def trim_to_sound(words: list[HeardWord], pcm: np.ndarray, sample_rate: int) -> 
             word = HeardWord(max(word.start, (a + loud[0]) / 100), min(word.end, (a + loud[-1] + 1) / 100),
                              word.word)
         out.append(word)
+    return out
+
+
+def snap_boundaries(words: list[HeardWord], pcm: np.ndarray, sample_rate: int) -> list[HeardWord]:
+    """Whisper's boundary between two touching words is often 100-280 ms early (measured against the
+    known spans of word-by-word synthesized speech: it puts the boundary inside the first word), as
+    large as the 200 ms shift the score has to see. Each such boundary moves to the sound it marks
+    within ``SNAP_S``: the longest silence there (the first word ends where it starts, the second
+    starts where it ends), else the quietest 10 ms (smoothed over ``SNAP_SMOOTH`` steps). Each word
+    keeps at least ``MIN_WORD_S``. Word order and the words themselves are whisper's."""
+    rms, floor = _loudness(pcm, sample_rate)
+    level = np.convolve(20 * np.log10(np.maximum(rms, 1e-9)), np.ones(SNAP_SMOOTH) / SNAP_SMOOTH, mode="same")
+    out = list(words)
+    for i in range(len(out) - 1):
+        first, second = out[i], out[i + 1]
+        if second.start - first.end > TOUCHING_S:
+            continue
+        middle = (first.end + second.start) / 2
+        lo = int(max(first.start + MIN_WORD_S, middle - SNAP_S) * 100)
+        hi = min(int(min(second.end - MIN_WORD_S, middle + SNAP_S) * 100), rms.size)
+        if hi <= lo:
+            continue
+        quiet = np.flatnonzero(rms[lo:hi] <= floor)
+        if quiet.size:
+            run = max(np.split(quiet, np.flatnonzero(np.diff(quiet) > 1) + 1), key=len)
+            a, b = lo + run[0], lo + run[-1] + 1
+            while a > first.start * 100 and rms[a - 1] <= floor:  # the whole silence, past the window
+                a -= 1
+            while b < min(second.end * 100, rms.size) and rms[b] <= floor:
+                b += 1
+            end, start = a / 100, b / 100
+        else:
+            end = start = (lo + int(np.argmin(level[lo:hi]))) / 100
+        out[i] = HeardWord(first.start, end, first.word)
+        out[i + 1] = HeardWord(start, second.end, second.word)
     return out
 
 
@@ -168,10 +220,12 @@ def frame_targets(n_frames: int, fps: float, heard: list[HeardWord], placed: lis
     labels = np.full(n_frames, PAUSE, dtype=object)
     for word in heard:
         labels[(times >= word.start) & (times < word.end)] = ""
-    for phone in placed:
+    # p/b/m last: a closure shorter than a frame takes the frame its middle falls in, and is not then
+    # overwritten by the vowel after it (which lost every closure of "more", "moving", "room" before).
+    for phone in sorted(placed, key=lambda p: p.kind == phones.BILABIAL):
         inside = (times >= phone.start) & (times < phone.end)
-        if not inside.any() and phone.kind == phones.BILABIAL:  # a closure shorter than a frame: the
-            inside = np.arange(n_frames) == int((phone.start + phone.end) / 2 * fps)  # one it falls in
+        if not inside.any() and phone.kind == phones.BILABIAL:
+            inside = np.arange(n_frames) == int((phone.start + phone.end) / 2 * fps)
         labels[inside] = phone.kind
     for start, end in quiet:
         labels[(times >= start) & (times < end)] = PAUSE
@@ -191,26 +245,55 @@ def separation(high: np.ndarray, low: np.ndarray) -> float | None:
 
 
 def score_mouth(mouth: VideoMeasurement, labels: np.ndarray, words_matched_share: float,
-                fps: float | None = None) -> LipSyncResult:
-    """The score of ``mouth`` against per-frame ``labels``; with ``fps``, also the best-lag diagnostic."""
-    result = _score(mouth, labels, words_matched_share)
-    if fps is None:
-        return result
-    lags = range(-LAG_SEARCH_FRAMES, LAG_SEARCH_FRAMES + 1)
-    scored = [(_score(mouth, _delay(labels, lag), 1.0).score, lag) for lag in lags]
-    best = max(((score, -abs(lag), lag) for score, lag in scored if score is not None), default=None)
-    lag_ms = None if best is None else round(best[2] * 1000.0 / fps, 1)
-    return LipSyncResult(result.score, result.parts, result.words_matched_share, result.frames_judged, lag_ms)
+                fps: float) -> LipSyncResult:
+    """The score of ``mouth`` against per-frame ``labels`` (at ``fps``)."""
+    timing, lag = timing_part(mouth.mouth_open, labels, fps)
+    result = _score(mouth, labels, words_matched_share, timing)
+    return LipSyncResult(result.score, result.parts, result.words_matched_share, result.frames_judged,
+                         None if lag is None else round(lag * 1000.0 / fps, 1))
 
 
-def _delay(labels: np.ndarray, frames: int) -> np.ndarray:
-    """``labels`` moved ``frames`` later (earlier when negative), the vacated frames unjudged."""
-    out = np.full(len(labels), "", dtype=object)
-    if frames >= 0:
-        out[frames:] = labels[: len(labels) - frames]
-    else:
-        out[:frames] = labels[-frames:]
+def expected_open(labels: np.ndarray) -> np.ndarray:
+    """Per frame how open the words want the mouth, as a rank: closed (pause, p/b/m) 0, other
+    consonants 1/3, neutral vowels 2/3, full vowels 1; NaN where nothing was placed (not judged)."""
+    out = np.full(len(labels), np.nan)
+    for kinds, value in (((PAUSE, phones.BILABIAL), 0.0), ((phones.CONSONANT,), 1 / 3),
+                         ((phones.NEUTRAL,), 2 / 3), (phones.VOWEL_CLASSES, 1.0)):
+        out[np.isin(labels, kinds)] = value
     return out
+
+
+def lagged_correlation(mouth_open: np.ndarray, expected: np.ndarray, max_lag: int) -> np.ndarray:
+    """Pearson r of openness and ``expected`` per lag in -max_lag..max_lag (lag > 0: the mouth trails
+    the words), over the judged frames; 0 where either side is constant."""
+    out = np.zeros(2 * max_lag + 1)
+    for i, lag in enumerate(range(-max_lag, max_lag + 1)):
+        mouth = mouth_open[max(lag, 0): len(mouth_open) + min(lag, 0)].astype(np.float64)
+        want = expected[max(-lag, 0): len(expected) + min(-lag, 0)]
+        judged = ~np.isnan(want)
+        mouth, want = mouth[judged], want[judged]
+        if mouth.size > 2 and np.ptp(mouth) > FLAT and np.ptp(want) > 0:
+            out[i] = float(np.corrcoef(mouth, want)[0, 1])
+    return out
+
+
+def timing_part(mouth_open: np.ndarray, labels: np.ndarray, fps: float) -> tuple[float | None, int | None]:
+    """Does the mouth open and close when the words do? The correlation of openness with
+    ``expected_open`` at lag 0 (best within ``TIMING_TOLERANCE_S``, the alignment's error), clipped at 0,
+    times the share of the best correlation over +-``TIMING_LAG_S`` that lag 0 reaches: a mouth in
+    time peaks at 0; one 200 ms off peaks 200 ms away and is near 0 at lag 0. Returns the part and the
+    peak's lag in frames (None when too few frames are judged)."""
+    expected = expected_open(labels)
+    if np.count_nonzero(~np.isnan(expected)) < 2 * MIN_FRAMES:
+        return None, None
+    max_lag = max(round(TIMING_LAG_S * fps), 1)
+    tolerance = max(round(TIMING_TOLERANCE_S * fps), 1)
+    r = lagged_correlation(mouth_open, expected, max_lag)
+    near = float(r[max_lag - tolerance: max_lag + tolerance + 1].max())
+    peak = float(r.max())
+    if peak <= 0:
+        return 0.0, None
+    return float(np.clip(near, 0.0, 1.0) * np.clip(near / peak, 0.0, 1.0)), int(np.argmax(r)) - max_lag
 
 
 def _window_min(values: np.ndarray) -> np.ndarray:
@@ -228,21 +311,44 @@ def _closure_minima(mouth_open: np.ndarray, bilabial: np.ndarray) -> np.ndarray:
     return np.array([mouth_open[max(r[0] - 1, 0): r[-1] + 2].min() for r in runs], np.float32)
 
 
-def _score(mouth: VideoMeasurement, labels: np.ndarray, words_matched_share: float) -> LipSyncResult:
+def at_equal_openness(values: np.ndarray, mouth_open: np.ndarray, fit_on: np.ndarray) -> np.ndarray:
+    """``values`` less what openness explains of them (a line fitted on the ``fit_on`` frames of this
+    clip): lip height/width grows with the gap and width shrinks as the jaw drops, so without this a
+    mouth drawn a little more open on o/u than on i/e reads "rounder" with no rounding at all."""
+    x, y = mouth_open.astype(np.float64), values.astype(np.float64)
+    if np.count_nonzero(fit_on) < 2 or np.ptp(x[fit_on]) <= FLAT:
+        return y
+    slope, intercept = np.polyfit(x[fit_on], y[fit_on], 1)
+    return y - (slope * x + intercept)
+
+
+def _score(mouth: VideoMeasurement, labels: np.ndarray, words_matched_share: float,
+           timing: float | None) -> LipSyncResult:
     vowels = np.isin(labels, phones.VOWEL_CLASSES)
     rounded, spread = labels == phones.ROUND, labels == phones.SPREAD
     pause, bilabial = labels == PAUSE, labels == phones.BILABIAL
-    parts = {
+    everywhere = np.ones(len(labels), bool)
+    roundness = at_equal_openness(mouth.mouth_round, mouth.mouth_open, everywhere)
+    width = at_equal_openness(mouth.mouth_width, mouth.mouth_open, everywhere)
+    shape = {
         "pause_closed": separation(mouth.mouth_open[vowels], mouth.mouth_open[pause]),
         # Vowel frames through the same +-1 frame minimum, so a mouth moving at random scores 0 here too.
         "bilabial_closed": separation(_window_min(mouth.mouth_open)[vowels],
                                       _closure_minima(mouth.mouth_open, bilabial)),
-        "rounded": separation(mouth.mouth_round[rounded], mouth.mouth_round[spread]),
-        "spread": separation(mouth.mouth_width[spread], mouth.mouth_width[rounded]),
+        "rounded": separation(roundness[rounded], roundness[spread]),
+        "spread": separation(width[spread], width[rounded]),
     }
-    known = [value for value in parts.values() if value is not None]
+    known = [value for value in shape.values() if value is not None]
+    what = float(np.mean(known)) if known else None
+    # When x what: shapes are judged on the frames the words put them on, so with the timing off they
+    # are chance (positive on average: each part is clipped at 0), and the geometric mean lets timing
+    # near 0 take the score with it; either alone when the other cannot be judged.
+    if timing is None or what is None:
+        score = what if timing is None else timing
+    else:
+        score = float(np.sqrt(timing * what))
     counts = {kind: int((labels == kind).sum()) for kind in (PAUSE, phones.BILABIAL, *phones.VOWEL_CLASSES)}
-    return LipSyncResult(float(np.mean(known)) if known else None, parts, words_matched_share, counts)
+    return LipSyncResult(score, {"timing": timing, **shape}, words_matched_share, counts)
 
 
 def speech_targets(pcm: np.ndarray, sample_rate: int, said: Sequence[SpokenSegment], asr: Any,
