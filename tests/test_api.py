@@ -147,6 +147,44 @@ def test_uploaded_avatar_is_the_one_rendered(client, data_dir, tmp_path):
     assert np.abs(frames["uploaded"] - frames["default"]).mean() > 20
 
 
+def test_avatar_with_its_owner_motion_video(client, data_dir, tmp_path):
+    """POST /v1/avatars with a motion_video: its statistics come back, renders follow them, DELETE takes
+    them; unusable videos are refused with JSON errors (issue 14, item 5)."""
+    from tests.motion_videos import MotionScript, faceless_video, scripted_video
+
+    image = ("biden.jpg", (data_dir / "biden.jpg").read_bytes(), "image/jpeg")
+    video = scripted_video(MotionScript(seconds=11, yaw_deg=6.0, blink_every_s=2.0))
+    own_video = ("me.mp4", video, "video/mp4")
+    created = client.post("/v1/avatars", files={"file": image, "motion_video": own_video})
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["motion"]["blink_interval_median_s"] == pytest.approx(2.0, abs=0.1)
+    assert body["motion"]["head_std_deg"]["yaw"] > 1.0
+    plain = client.post("/v1/avatars", files={"file": image}).json()
+    assert "motion" not in plain and plain["avatar_id"] != body["avatar_id"]
+    frames = {}
+    for name, avatar_id in (("own", body["avatar_id"]), ("generic", plain["avatar_id"])):
+        response = client.post("/v1/render", json={"text": "Hello there, nice to meet you.", "language": "en",
+                                                   "avatar_id": avatar_id})
+        assert response.status_code == 200, response.text
+        frames[name] = read_frames(_mp4(tmp_path, response.content, f"{name}.mp4")).astype(float)
+    n = min(len(frames["own"]), len(frames["generic"]))  # the voice's timing varies a little run to run
+    assert np.abs(frames["own"][:n] - frames["generic"][:n]).mean() > 1.0  # same face, other motion
+
+    def refused(part: tuple, status: int, code: str) -> None:
+        _error(client.post("/v1/avatars", files={"file": image, "motion_video": part}), status, code)
+
+    refused(("none.mp4", faceless_video(11.0), "video/mp4"), 422, "no_face")
+    refused(("short.mp4", scripted_video(MotionScript(seconds=4.0)), "video/mp4"), 422, "video_too_short")
+    refused(("junk.mp4", b"\x00\x00\x00\x18ftypmp42 junk" * 20, "video/mp4"), 415, "invalid_video")
+    refused(("text.txt", video, "text/plain"), 415, "unsupported_media_type")
+    refused(("big.mp4", b"\0" * 30_000_001, "video/mp4"), 413, "upload_too_large")
+
+    assert client.delete(f"/v1/avatars/{body['avatar_id']}").json()["deleted"]
+    _error(client.post("/v1/render", json={"text": "Hi.", "language": "en", "avatar_id": body["avatar_id"]}),
+           404, "avatar_not_found")
+
+
 @pytest.mark.parametrize(
     ("body", "status", "code"),
     [
