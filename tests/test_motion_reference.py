@@ -68,7 +68,7 @@ def test_extractor_recovers_scripted_head_motion_blinks_and_nods(face, nodding):
     assert low <= script.yaw_hz and high >= script.pitch_hz - 0.03
     # Blinks every 2 s: the intervals, their count and their length.
     expected = int((script.seconds - script.blink_every_s / 2 - script.blink_s) // script.blink_every_s) + 1
-    assert abs(len(stats.blink_intervals_s) + 1 - expected) <= 1
+    assert abs(stats.blinks - expected) <= 1 and len(stats.blink_intervals_s) == stats.blinks - 1
     assert stats.blink_interval_median_s == pytest.approx(script.blink_every_s, abs=0.1)
     assert stats.blink_duration_s is not None and 0.05 <= stats.blink_duration_s <= script.blink_s + 0.05
     # Nods every 4 s (5 in 20 s), deeper than the sway.
@@ -105,10 +105,11 @@ def test_statistics_round_trip_and_map_onto_the_engines(nodding):
     assert all(1 <= c <= 8 * 2.0 for c in idle["head_cycles"])
     assert len(IdleLoop(loop_s=8.0, **idle).loop()) == 8 * 25
 
-    # Too few blinks to say anything about a rhythm: the generic blinks stay.
+    # Too few blinks (or nods) to say anything about a rhythm (or a depth): the generic ones stay.
     few = ReferenceMotion(seconds=12.0, frames=300, face_share=1.0, head_std_deg=(1.0, 1.0, 0.5),
-                          head_freq_hz=(0.2, 0.3, 0.2), head_band_hz=(0.1, 0.4), blink_intervals_s=(3.0,))
-    assert "blink_interval_s" not in few.generator_options()
+                          head_freq_hz=(0.2, 0.3, 0.2), head_band_hz=(0.1, 0.4), blinks=2,
+                          blink_intervals_s=(3.0,), nods=1, nod_deg=4.0)
+    assert "blink_interval_s" not in few.generator_options() and "nod_deg" not in few.generator_options()
     assert "blink_interval_s" not in few.idle_options(8.0)
 
 

@@ -17,6 +17,7 @@ parameters of ``MotionGenerator`` and ``IdleLoop``, so that person's own rhythm 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -47,6 +48,7 @@ DEFAULT_ANALYSIS_FPS = 25.0  # frames analysed per second: a blink lasts ~4 of t
 DEFAULT_WORK_SIDE = 640  # frames are analysed with their long side scaled down to this
 DEFAULT_REDETECT_S = 1.0  # the face detector runs this often; landmarks carry the box in between
 DEFAULT_MAX_FRAME_PIXELS = 3840 * 2160  # larger frames are refused before decoding (4K is plenty)
+DURATION_SLACK_S = 1.0  # a container's stated duration may run this much past its last frame
 MIN_FACE_SHARE = 0.5  # a face in fewer of the analysed frames than this: refused as no_face
 SMOOTH_S = 0.2  # pose smoothing: removes landmark jitter (frame to frame), keeps head motion (< 2 Hz)
 SWAY_BAND_HZ = (0.03, 2.0)  # frequencies counted as head sway
@@ -65,6 +67,7 @@ LIMIT_STDS = 3.0  # the engine's soft head limit at this many of the person's st
 FIRST_BLINK_SHARE = 0.5  # the first blink comes within this share of an interval (generic: 1-3 of 3-6 s)
 MIN_BLINK_INTERVAL_S = 0.6
 MIN_INTERVALS = 2  # fewer blink intervals than this say nothing about a rhythm: generic blinks stay
+MIN_NODS = 2  # likewise for the nods' depth (one dip may be a glance down)
 
 # Generic adult face, millimetres, origin at the nasion (27): x to the subject's left (image right),
 # y up, z towards the camera. Rough anthropometric averages; only the shape matters to the angles.
@@ -107,19 +110,23 @@ class ReferenceMotion:
     seconds: float
     frames: int
     face_share: float
-    head_std_deg: tuple[float, float, float]  # yaw, pitch, roll
-    head_freq_hz: tuple[float, float, float]  # dominant sway frequency per axis
-    head_band_hz: tuple[float, float]  # where most of the sway's power lies (all axes)
+    head_std_deg: tuple[float, ...]  # yaw, pitch, roll
+    head_freq_hz: tuple[float, ...]  # dominant sway frequency per axis
+    head_band_hz: tuple[float, ...]  # (low, high): where most of the sway's power lies (all axes)
+    blinks: int = 0
     blink_intervals_s: tuple[float, ...] = field(default=())  # start to start
     blink_duration_s: float | None = None  # closed past half depth (median)
-    nods_per_min: float = 0.0
+    nods: int = 0
     nod_deg: float | None = None  # median depth of the nods
     version: int = FORMAT_VERSION
 
     @property
     def blinks_per_min(self) -> float:
-        count = len(self.blink_intervals_s) + 1 if self.blink_intervals_s else 0
-        return 60.0 * count / max(self.seconds, 1e-9)
+        return 60.0 * self.blinks / max(self.seconds, 1e-9)
+
+    @property
+    def nods_per_min(self) -> float:
+        return 60.0 * self.nods / max(self.seconds, 1e-9)
 
     @property
     def blink_interval_median_s(self) -> float | None:
@@ -128,8 +135,6 @@ class ReferenceMotion:
     @property
     def key(self) -> str:
         """Identifies the statistics (e.g. to cache what was drawn from them)."""
-        import hashlib
-
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
     def to_json(self) -> str:
@@ -189,7 +194,7 @@ class ReferenceMotion:
             options["first_blink_s"] = tuple(v * FIRST_BLINK_SHARE for v in interval)
         if (duration := self._blink_duration()) is not None:
             options["blink_duration_s"] = duration
-        if self.nod_deg is not None:
+        if self.nods >= MIN_NODS and self.nod_deg is not None:
             options["nod_deg"] = self.nod_deg
         return options
 
@@ -243,14 +248,15 @@ def _frames(
         width, height = stream.codec_context.width, stream.codec_context.height
         if width * height > max_frame_pixels:
             raise InvalidVideoError(f"the video is {width}x{height}, more than {max_frame_pixels} pixels")
-        if container.duration is not None and container.duration / av.time_base > max_seconds + 1.0:
-            raise VideoTooLongError(f"the video is {container.duration / av.time_base:.1f} s; at most "
-                                    f"{max_seconds:g} s is taken")
+        stated = None if container.duration is None else container.duration / av.time_base
+        if stated is not None and stated > max_seconds + DURATION_SLACK_S:
+            raise VideoTooLongError(f"the video is {stated:.1f} s; at most {max_seconds:g} s is taken")
         start: float | None = None
         next_time = 0.0
         try:
             for index, frame in enumerate(container.decode(stream)):
-                stamp = frame.time if frame.time is not None else index / float(stream.average_rate or 25)
+                rate = float(stream.average_rate or analysis_fps)
+                stamp = frame.time if frame.time is not None else index / rate
                 start = stamp if start is None else start
                 elapsed = stamp - start
                 if elapsed > max_seconds:
@@ -466,12 +472,12 @@ def motion_statistics(series: FrameSeries, *, min_seconds: float = DEFAULT_MIN_S
     nods, nod_deg = _nods(angles[1], series.fps)
     return ReferenceMotion(
         seconds=round(seconds, 3), frames=len(series.yaw), face_share=round(series.face_share, 3),
-        head_std_deg=tuple(round(float(v), 3) for v in std),  # type: ignore[arg-type]
-        head_freq_hz=tuple(round(float(v), 4) for v in dominant),  # type: ignore[arg-type]
+        head_std_deg=tuple(round(float(v), 3) for v in std),
+        head_freq_hz=tuple(round(float(v), 4) for v in dominant),
         head_band_hz=(round(band[0], 4), round(band[1], 4)),
-        blink_intervals_s=tuple(round(float(v), 3) for v in intervals),
+        blinks=len(durations), blink_intervals_s=tuple(round(float(v), 3) for v in intervals),
         blink_duration_s=round(float(np.median(durations)), 3) if durations else None,
-        nods_per_min=round(60.0 * nods / seconds, 2), nod_deg=_rounded(nod_deg),
+        nods=nods, nod_deg=_rounded(nod_deg),
     )
 
 
