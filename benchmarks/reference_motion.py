@@ -44,6 +44,13 @@ def _output(options: dict, pcm: np.ndarray, sample_rate: int, face) -> Reference
     return extract_reference_motion(encode(render(track, face)))
 
 
+def _still_talking(pcm: np.ndarray, sample_rate: int, face) -> ReferenceMotion:
+    """The extractor's floor: a head that does not move or blink, only talks."""
+    still = {"head_idle_deg": (0.0,) * 3, "head_speaking_deg": (0.0,) * 3, "nod_deg": 0.0,
+             "blink_interval_s": (LISTEN_S * 10, LISTEN_S * 10), "first_blink_s": (LISTEN_S * 10,) * 2}
+    return _output(still, pcm, sample_rate, face)
+
+
 def _hd(frames: np.ndarray) -> np.ndarray:
     """The 256 px frames inside a 1280x720 frame (face ~700 px tall), as a phone's landscape video."""
     width, height = HD
@@ -69,6 +76,7 @@ def main() -> None:
           "blinks/min | nods/min |")
     print("|---|---|---|---|---|---|---|---|")
     print(_row("generic engine's output", generic))
+    print(_row("still head, talking (the extractor's floor)", _still_talking(pcm, sample_rate, face)))
     speeds = []
     for name, script in SCRIPTS.items():
         frames = render(script.track(), face)
