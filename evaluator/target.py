@@ -225,7 +225,6 @@ class ApiTarget:
         return ApiRender(answer.body, server_ms, parse_segments(answer.response.headers.get(SEGMENTS_HEADER)),
                          audio_seconds, answer.first_byte_ms, answer.total_ms, answer.retries)
 
-
     def chat(self, text: str, language: str, voice_id: str | None = None,
              avatar_id: str | None = None) -> ApiReply:
         """``text`` asked in a fresh session fixed to ``language``; the session is ended afterwards."""
@@ -253,11 +252,11 @@ class ApiTarget:
         return ApiReply(events, clips, answer.first_byte_ms, answer.total_ms, answer.retries)
 
 
-def join_clips(clips: list[bytes], path: Path, crf: int) -> None:
+def join_clips(clips: list[bytes], path: Path, crf: int) -> list[tuple[float, float]]:
     """A reply's clips, decoded and written back to back as one MP4 (encoded once more at ``crf``): what a
     player of the clips shows. Each clip's audio is cut or padded to its frames' span, so the lips stay on
-    the voice across the joins."""
-    pcm_parts, frame_parts, sample_rate, fps = [], [], 0, 0.0
+    the voice across the joins. Returns each clip's (start, end) in the joined file, in seconds."""
+    pcm_parts, frame_parts, spans, sample_rate, fps = [], [], [], 0, 0.0
     with tempfile.TemporaryDirectory(prefix="clips-") as tmp:
         for i, clip in enumerate(clips):
             clip_path = Path(tmp) / f"clip{i}.mp4"
@@ -267,6 +266,8 @@ def join_clips(clips: list[bytes], path: Path, crf: int) -> None:
             span = round(len(frames) / fps * sample_rate)
             pcm_parts.append(np.pad(pcm[:span], (0, max(0, span - pcm.size))))
             frame_parts.append(frames)
+            start = spans[-1][1] if spans else 0.0
+            spans.append((start, start + span / sample_rate))
     frames = np.concatenate(frame_parts)
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = Mp4Writer(path, width=frames.shape[2], height=frames.shape[1], sample_rate=sample_rate,
@@ -274,6 +275,7 @@ def join_clips(clips: list[bytes], path: Path, crf: int) -> None:
     with writer:
         writer.write_audio(np.concatenate(pcm_parts))
         writer.write_frames(frames)
+    return spans
 
 
 class ApiEvaluator(Evaluator):
@@ -331,9 +333,9 @@ class ChatEvaluator(ApiEvaluator):
 
     def render(self, scenario: Scenario, mp4: Path) -> tuple[RenderReport, dict[str, Any]]:
         reply = self.target.chat(scenario.text, scenario.languages[0], self.voice_id, self.avatar_id)
-        join_clips(reply.clips, mp4, self.crf)
-        segments = [SpokenSegment(e["language"], e["text"], e["start_s"], e["start_s"] + e["duration_s"])
-                    for e in reply.clip_events]
+        spans = join_clips(reply.clips, mp4, self.crf)
+        segments = [SpokenSegment(e["language"], e["text"], start, end)
+                    for e, (start, end) in zip(reply.clip_events, spans, strict=True)]
         stages, server = reply.done.get("stages_ms", {}), reply.done.get("timings_ms", {})
         missing = [key for key in CHAT_STAGES if key not in stages]
         if missing or "total" not in server:
