@@ -23,9 +23,10 @@ Parts, each 0..1 (chance and a still mouth are 0):
 - *What*, each ``2 * AUC - 1`` clipped at 0:
   ``pause_closed``: vowel frames are more open than pause frames;
   ``bilabial_closed``: vowel frames are more open than each p/b/m is at its most closed (within a frame);
-  ``rounded``: o/u frames have rounder lips (height/width) than i/e frames at equal openness;
-  ``spread``: i/e frames have wider lips than o/u frames at equal openness ("at equal openness": less a
-  line fitted on openness over the clip, so a mouth only more open on o/u is not "rounder").
+  ``rounded``: o/u frames have rounder lips (height/width) than i/e frames at an equal jaw opening;
+  ``spread``: i/e frames have wider lips than o/u frames at an equal jaw opening ("at an equal jaw
+  opening": less a line fitted over the clip on the inner gap over the eye-corner distance, so a mouth
+  only more open on o/u is not "rounder").
 
 The score is the geometric mean of ``timing`` and the mean of the *what* parts that have at least
 ``MIN_FRAMES`` frames in both groups (either alone when the other cannot be judged; None when none can).
@@ -311,14 +312,14 @@ def _closure_minima(mouth_open: np.ndarray, bilabial: np.ndarray) -> np.ndarray:
     return np.array([mouth_open[max(r[0] - 1, 0): r[-1] + 2].min() for r in runs], np.float32)
 
 
-def at_equal_openness(values: np.ndarray, mouth_open: np.ndarray, fit_on: np.ndarray) -> np.ndarray:
-    """``values`` less what openness explains of them (a line fitted on the ``fit_on`` frames of this
-    clip): lip height/width grows with the gap and width shrinks as the jaw drops, so without this a
-    mouth drawn a little more open on o/u than on i/e reads "rounder" with no rounding at all."""
-    x, y = mouth_open.astype(np.float64), values.astype(np.float64)
-    if np.count_nonzero(fit_on) < 2 or np.ptp(x[fit_on]) <= FLAT:
+def at_equal_opening(values: np.ndarray, opening: np.ndarray) -> np.ndarray:
+    """``values`` less what the jaw's ``opening`` explains of them (a line fitted over the clip): lip
+    height/width grows with the gap and width shrinks as the jaw drops, so without this a mouth drawn
+    a little more open on o/u than on i/e reads "rounder" with no rounding at all."""
+    x, y = opening.astype(np.float64), values.astype(np.float64)
+    if x.size < 2 or np.ptp(x) <= FLAT:
         return y
-    slope, intercept = np.polyfit(x[fit_on], y[fit_on], 1)
+    slope, intercept = np.polyfit(x, y, 1)
     return y - (slope * x + intercept)
 
 
@@ -327,9 +328,11 @@ def _score(mouth: VideoMeasurement, labels: np.ndarray, words_matched_share: flo
     vowels = np.isin(labels, phones.VOWEL_CLASSES)
     rounded, spread = labels == phones.ROUND, labels == phones.SPREAD
     pause, bilabial = labels == PAUSE, labels == phones.BILABIAL
-    everywhere = np.ones(len(labels), bool)
-    roundness = at_equal_openness(mouth.mouth_round, mouth.mouth_open, everywhere)
-    width = at_equal_openness(mouth.mouth_width, mouth.mouth_open, everywhere)
+    # The jaw's opening is the inner gap over the eye-corner distance (openness x width), not openness:
+    # openness is over the mouth's own width, which rounding narrows, so it would take rounding out too.
+    opening = mouth.mouth_open * mouth.mouth_width
+    roundness = at_equal_opening(mouth.mouth_round, opening)
+    width = at_equal_opening(mouth.mouth_width, opening)
     shape = {
         "pause_closed": separation(mouth.mouth_open[vowels], mouth.mouth_open[pause]),
         # Vowel frames through the same +-1 frame minimum, so a mouth moving at random scores 0 here too.
