@@ -5,15 +5,16 @@ Per video frame, from the audio alone (what the realtime path and reference-voic
 - *jaw*: loudness, scaled by the first formant (F1 rises as the jaw drops: "a" wide, "i"/"u" near closed);
 - *width*: the second formant (F2 high: spread "ee"; low: rounded "oo"/"o"), on voiced frames only, and
   held through consonants and short gaps (lips keep the neighbouring vowel's rounding: coarticulation);
-- *closures*: a voiced frame whose energy is nearly all below the oral band (above the voice bar and the
-  nasal murmur, where vowels carry their energy) with a low first formant is a closed mouth: the murmur
-  of "m" (its sound leaves through the nose) and the voice bar of "b" ("n" too: the jaw is up for it).
-  The silence of a voiceless stop ("p") closes the mouth through the loudness, as a pause does.
+- *closures*: a voiced frame whose oral-band share (above the voice bar and the nasal murmur, where vowels
+  carry their energy) drops well below that of the last 160 ms, for at most a consonant's length, is a
+  closed mouth: the murmur of "m" (its sound leaves through the nose) and the voice bar of "b" ("n" and
+  "ng" too: acoustically alike; the jaw is up for them anyway). The silence of a voiceless stop ("p")
+  closes the mouth through the loudness, as a pause does.
 
 Formants come from linear prediction on each frame's own power spectrum (band-limited to the formant
-range), so they cost one small polynomial root per frame. Jaw and width each follow their targets through
-a critically damped second-order follower (smooth, no overshoot, no chattering); a closure takes the jaw
-down within the frame and holds it for a minimum dwell.
+range, smoothed over about a voice's F0), so they cost one small polynomial root per frame. Jaw and width
+each follow their targets through a critically damped second-order follower (smooth, no overshoot, no
+chattering); a closure takes the jaw down within the frame and holds it for a minimum dwell.
 
 Everything else (blinks, head motion, breathing, the idle-loop base, chunking) is ``MotionGenerator``'s;
 this class replaces only its mouth step, so it is a drop-in ``motion`` engine ("visemes").
@@ -40,6 +41,7 @@ LPC_ORDER = 10  # two poles per formant in 5 kHz, plus two for the source and ra
 PRE_EMPHASIS = 0.97  # flattens the voice's spectral tilt so the higher formants get their own poles
 MAX_BANDWIDTH_HZ = 500.0  # wider resonances are not formants
 MIN_FORMANT_HZ = 180.0
+LAG_WINDOW_HZ = 100.0  # spectral smoothing for the prediction, about a high voice's F0
 _EPS = 1e-12
 
 
@@ -65,6 +67,10 @@ class VisemeAnalyzer(FrameAnalyzer):
             self._formant_rate = 2.0 * freqs[self._formant_bins - 1]  # sample rate of the band-limited signal
             omega = np.pi * freqs[: self._formant_bins] / freqs[self._formant_bins - 1]
             self._emphasis = np.abs(1.0 - PRE_EMPHASIS * np.exp(-1j * omega)) ** 2
+            # A Gaussian lag window smooths the spectrum over LAG_WINDOW_HZ: the harmonics of a high voice
+            # then no longer pull poles onto themselves.
+            lag = 2 * np.pi * LAG_WINDOW_HZ * np.arange(LPC_ORDER + 1) / self._formant_rate
+            self._lag_window = np.exp(-0.5 * lag**2)
 
     def silence(self, n_frames: int) -> VisemeFeatures:
         base = super().silence(n_frames)
@@ -89,7 +95,7 @@ class VisemeAnalyzer(FrameAnalyzer):
         for i, r in enumerate(autocorrelation):
             if r[0] <= _EPS:
                 continue
-            r = r * np.exp(-0.5 * (2e-3 * np.arange(LPC_ORDER + 1)) ** 2)  # lag window: stable, smooth
+            r = r * self._lag_window
             r[0] *= 1.0 + 1e-6
             coefficients = solve_toeplitz(r[:-1], r[1:])
             roots = np.roots(np.concatenate([[1.0], -coefficients]))
@@ -119,14 +125,15 @@ class VisemeMotionGenerator(MotionGenerator):
         jaw_range: tuple[float, float] = (0.6, 1.2),
         f2_center_hz: float = 1800.0,
         f2_scale_hz: float = 350.0,
-        closure_drop_db: tuple[float, float] = (6.0, 12.0),
+        closure_drop_db: tuple[float, float] = (4.0, 8.0),
+        closure_dip_db: tuple[float, float] = (8.0, 14.0),
         closure_memory_s: float = 0.16,
-        closure_f1_hz: float = 280.0,
         closure_dwell_s: float = 0.04,
         closure_max_s: float = 0.04,
         jaw_response_s: float = 0.02,
         width_response_s: float = 0.025,
         width_hold_s: float = 0.2,
+        balance_share: float = 0.0,
         voiced_share: float = 0.5,
         **kwargs: Any,
     ) -> None:
@@ -134,16 +141,17 @@ class VisemeMotionGenerator(MotionGenerator):
         self._f1_range = (f1_closed_hz, f1_open_hz)
         self._jaw_range = jaw_range
         self._f2_center, self._f2_scale = f2_center_hz, f2_scale_hz
-        self._closure_drop = closure_drop_db
+        self._closure_drop, self._closure_dip = closure_drop_db, closure_dip_db
+        self._recent_level: list[float] = []  # speech-band level of the last few frames
         self._recent_oral: list[float] = []  # oral-band share of the last few voiced frames
         self._memory_frames = max(1, round(closure_memory_s * self.fps))
-        self._closure_f1 = closure_f1_hz
         self._dwell_frames = max(1, round(closure_dwell_s * self.fps))
         self._max_closure_frames = max(1, round(closure_max_s * self.fps))
         self._closure_run = 0
         self._jaw_omega = 1.0 / max(jaw_response_s, 1e-3)
         self._width_omega = 1.0 / max(width_response_s, 1e-3)
         self._hold_frames = round(width_hold_s * self.fps)
+        self._balance_share = balance_share
         self._voiced_share = voiced_share
         self._open_velocity = 0.0
         self._width_velocity = 0.0
@@ -154,21 +162,23 @@ class VisemeMotionGenerator(MotionGenerator):
     def _new_analyzer(self, window_s: float) -> FrameAnalyzer:
         return VisemeAnalyzer(self.fps, window_s=window_s)
 
-    def _closure(self, voicing: float, oral_db: float, f1: float) -> float:
-        """0..1: how surely this frame is a lip (or tongue) closure with the voice on: the oral band's
-        share fell well below what it was a moment ago (a steady close vowel, whose share is low all along
-        in a high voice, does not count), with a low first formant (or none found)."""
-        recent = max(self._recent_oral, default=oral_db)
+    def _closure(self, level_db: float, voicing: float, oral_db: float) -> float:
+        """0..1: how surely this frame is a closure: the voice on and the oral band's share fallen well
+        below what it was a moment ago (m, b's voice bar; a steady close vowel, whose share is low all along
+        in a high voice, does not count), or the level dipped well under the last syllable's (a stop's
+        silence), and neither for longer than a consonant lasts."""
+        recent_oral = max(self._recent_oral, default=oral_db)
+        recent_level = max(self._recent_level, default=level_db)
         voiced = voicing >= self._voiced_share
         self._recent_oral = [*self._recent_oral, oral_db if voiced else -math.inf][-self._memory_frames:]
-        closure = 0.0
-        if voiced and (math.isnan(f1) or f1 <= self._closure_f1):
-            starts, full = self._closure_drop
-            closure = min(max((recent - oral_db - starts) / (full - starts), 0.0), 1.0)
+        self._recent_level = [*self._recent_level, level_db][-self._memory_frames:]
+        closure = _ramp(recent_level - level_db, self._closure_dip)
+        if voiced:
+            closure = max(closure, _ramp(recent_oral - oral_db, self._closure_drop))
         self._closure_run = self._closure_run + 1 if closure > 0.0 else 0
         if self._closure_run > self._max_closure_frames:
             # Longer than a consonant: a close vowel after all; it becomes the reference.
-            self._recent_oral, self._closure_run, closure = [oral_db], 0, 0.0
+            self._recent_oral, self._recent_level, self._closure_run, closure = [oral_db], [level_db], 0, 0.0
         return closure
 
     def _mouth_step(self, features: FrameFeatures, i: int, loudness: float) -> None:
@@ -176,7 +186,7 @@ class VisemeMotionGenerator(MotionGenerator):
         voicing, oral_db = float(features.voicing[i]), float(features.oral_db[i])
         f1, f2 = float(features.f1_hz[i]), float(features.f2_hz[i])
         speaking = loudness > 0.0
-        closure = self._closure(voicing, oral_db, f1) if speaking else 0.0
+        closure = self._closure(float(features.level_db[i]), voicing, oral_db) if speaking else 0.0
         vowel = speaking and closure == 0.0 and voicing >= self._voiced_share and not math.isnan(f1)
 
         # Jaw: loudness (as the loudness engine), times how open the vowel is (F1), shut on a closure.
@@ -201,6 +211,9 @@ class VisemeMotionGenerator(MotionGenerator):
             goal = math.tanh((f2 - self._f2_center) / self._f2_scale)
             if goal < 0.0:
                 goal *= 1.0 - openness
+            # Blended with the spectral balance (F2 region over F1 region), which LPC cannot get wrong.
+            balance = math.tanh((float(features.tilt_db[i]) - self._tilt_center_db) / self._tilt_scale_db)
+            goal = (1.0 - self._balance_share) * goal + self._balance_share * balance
             self._width_goal = goal * min(1.0, 2.0 * loudness)
             self._since_voiced = 0
         elif self._since_voiced < self._hold_frames:
@@ -210,6 +223,11 @@ class VisemeMotionGenerator(MotionGenerator):
         self._width, self._width_velocity = _follow(self._width, self._width_velocity, self._width_goal,
                                                     self._width_omega, 1.0 / self.fps)
         self._width = min(max(self._width, -1.0), 1.0)
+
+
+def _ramp(value: float, span: tuple[float, float]) -> float:
+    """0 at ``span[0]`` .. 1 at ``span[1]``, clipped."""
+    return min(max((value - span[0]) / (span[1] - span[0]), 0.0), 1.0)
 
 
 def _follow(value: float, velocity: float, target: float, omega: float, dt: float) -> tuple[float, float]:
