@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import pytest
 
 from evaluator.__main__ import main as evaluator_main
@@ -172,6 +173,24 @@ def test_503_with_retry_after_is_retried_a_bounded_number_of_times(double):
 
 
 # --- against the real Serve graph ------------------------------------------------------------------------
+
+
+def test_render_answers_carry_the_servers_stage_times(api_server):
+    key = {"Authorization": f"Bearer {KEY}"}
+    body = {"text": "Hello there. 你好！", "language": "auto"}
+    whole = httpx.post(f"{api_server}/v1/render", json=body, headers=key, timeout=300)
+    assert whole.status_code == 200, whole.text[:200]
+    timing = parse_server_timing(whole.headers["server-timing"])
+    assert set(timing) == {"tts", "avatar", "encode", "total"} and all(v > 0 for v in timing.values())
+    assert timing["tts"] < timing["total"] and timing["avatar"] < timing["total"]
+    segments = parse_segments(whole.headers["x-spoken-segments"])
+    assert [s.language for s in segments] == ["en", "zh"] and segments[1].text == "你好！"
+    assert segments[-1].end_s == pytest.approx(float(whole.headers["x-audio-seconds"]), abs=1e-3)
+    # A stream's headers leave before its totals exist: only the time to its first part.
+    with httpx.stream("POST", f"{api_server}/v1/render", json={**body, "stream": True}, headers=key,
+                      timeout=300) as streamed:
+        assert set(parse_server_timing(streamed.headers["server-timing"])) == {"first-part"}
+        streamed.read()
 
 
 def test_target_run_has_the_servers_timings_and_the_metrics(api_server, tmp_path, capsys):
