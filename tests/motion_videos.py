@@ -1,8 +1,8 @@
 """Reference videos with known motion, rendered here: no real face video ships with the project.
 
 The lite renderer animates the fixture portrait from a scripted ``MotionTrack`` (a yaw and a pitch
-sinusoid, blinks every ``blink_every_s``, optional nods), and the frames are encoded to MP4 bytes as a
-phone would send them. Also: videos with no face, and undecodable bytes, for the refusals.
+sinusoid, blinks every ``blink_every_s``, optional nods; glances painted on afterwards), and the frames
+are encoded to MP4 bytes as a phone would send them. Also: videos with no face, for the refusals.
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
+from engines.avatar.faces import LEFT_EYE, RIGHT_EYE
 from engines.avatar.lite import LiteRenderer
 from engines.avatar.portrait import Portrait, prepare_portrait
 from engines.media.mp4 import Mp4Writer
@@ -76,6 +78,24 @@ def render(track: MotionTrack, face: Portrait | None = None) -> np.ndarray:
 
 def scripted_video(script: MotionScript, face: Portrait | None = None) -> bytes:
     return encode(render(script.track(), face))
+
+
+def glance(frames: np.ndarray, face: Portrait, shifts_px: np.ndarray) -> np.ndarray:
+    """Each eye's content moved sideways by ``shifts_px[i]`` px in frame ``i``: the iris looks aside (the
+    lite renderer cannot move the eyes; the head must hold still for the portrait's eye boxes to fit)."""
+    out = frames.copy()
+    for eye in (RIGHT_EYE, LEFT_EYE):
+        corners = face.landmarks[eye]
+        x0, y0 = np.floor(corners.min(axis=0)).astype(int) - 1
+        x1, y1 = np.ceil(corners.max(axis=0)).astype(int) + 2
+        inside = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        cv2.fillPoly(inside, [np.round(corners - (x0, y0)).astype(np.int32)], 1)
+        inside = cv2.dilate(inside, np.ones((3, 3), np.uint8)).astype(bool)[..., None]
+        for index, shift in enumerate(shifts_px):
+            if shift:
+                box = frames[index, y0:y1, x0:x1]
+                out[index, y0:y1, x0:x1] = np.where(inside, np.roll(box, int(shift), axis=1), box)
+    return out
 
 
 def faceless_video(seconds: float, size: int = 128, fps: int = FPS, seed: int = 0) -> bytes:

@@ -17,7 +17,16 @@ from engines.motion.generator import MotionGenerator
 from engines.motion.idle import IdleLoop
 from engines.motion.reference import ReferenceMotion, extract_reference_motion
 from engines.motion.track import MotionTrack
-from tests.motion_videos import FPS, MotionScript, encode, faceless_video, portrait, render, scripted_video
+from tests.motion_videos import (
+    FPS,
+    MotionScript,
+    encode,
+    faceless_video,
+    glance,
+    portrait,
+    render,
+    scripted_video,
+)
 
 # The lite renderer's head turn is a 2-D warp whose parallax is flatter than a real head's: what it draws
 # as 1 degree reads as ~0.55 (yaw) / ~0.8 (pitch) degrees on the generic 3-D face. The extractor is for
@@ -85,6 +94,23 @@ def test_extractor_recovers_scripted_head_motion_blinks_and_nods(face, nodding):
     assert calm.head_freq_hz[0] == pytest.approx(script.yaw_hz, abs=0.03)
     assert calm.blink_interval_median_s == pytest.approx(3.0, abs=0.1)
     assert calm.nods_per_min <= 60 / script.nod_every_s / 2
+    assert stats.saccades <= 1 and calm.saccades <= 1  # the lite renderer's eyes never move
+
+
+def test_gaze_jumps_are_counted_as_saccades(face):
+    """The eyes look aside and back every 1.5 s (4 px, ~0.17 eye widths) while the head holds still; a
+    still-eyed video, and one whose head turns, show no saccades."""
+    still = MotionScript(seconds=12, yaw_deg=0.0, pitch_deg=0.0, blink_every_s=100.0)  # no blinks
+    frames = render(still.track(), face)
+    every, pattern = round(1.5 * FPS), (-4, 0, 4, 0)
+    shifts = np.array([pattern[(i // every) % len(pattern)] for i in range(len(frames))])
+    glancing = extract_reference_motion(encode(glance(frames, face, shifts)))
+    steady = extract_reference_motion(encode(frames))
+    assert glancing.saccades == pytest.approx(int(np.sum(np.diff(shifts) != 0)), abs=1)
+    assert steady.saccades == 0
+    assert glancing.gaze_std is not None and steady.gaze_std is not None
+    assert glancing.gaze_std > 3 * steady.gaze_std
+    assert glancing.summary()["saccades_per_min"] == pytest.approx(60 * glancing.saccades / 12, abs=0.1)
 
 
 def test_statistics_round_trip_and_map_onto_the_engines(nodding):

@@ -7,12 +7,15 @@ place the face box), and measures per frame:
 - head pose: ``cv2.solvePnP`` of nine landmarks against a generic 3-D face (below), as yaw / pitch /
   roll in degrees with ``MotionTrack``'s signs;
 - eye aspect ratio (``engines.avatar.measure.eye_openness``): a blink is a dip below the open-eye
-  baseline.
+  baseline;
+- gaze: the horizontal offset of the eye opening's darkest pixels (iris and pupil) from the eye's
+  middle, in eye widths; a saccade is a quick jump of it.
 
 The result, ``ReferenceMotion``, is a few numbers (a small JSON): per-axis sway (std) and dominant
 frequency, the frequency band holding most of the sway's power, blink rate, intervals and duration,
-nod rate and depth. ``generator_options`` / ``idle_options`` turn them into the constructor
-parameters of ``MotionGenerator`` and ``IdleLoop``, so that person's own rhythm replaces the generic one.
+nod rate and depth, gaze spread and saccade rate. ``generator_options`` / ``idle_options`` turn them into
+the constructor parameters of ``MotionGenerator`` and ``IdleLoop``, so that person's own rhythm replaces
+the generic one (gaze is measured only: ``MotionTrack`` has no gaze channel yet).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import cv2
 import numpy as np
 from scipy import signal
 
-from engines.avatar.faces import FaceBox, detect_faces, fit_landmarks
+from engines.avatar.faces import LEFT_EYE, RIGHT_EYE, FaceBox, detect_faces, fit_landmarks
 from engines.avatar.measure import eye_openness
 from engines.errors import (
     InvalidVideoError,
@@ -60,6 +63,10 @@ BASELINE_S = 2.0  # the open-eye baseline is the running median over this window
 MIN_BLINK_GAP_S = 0.2  # dips closer than this are one blink
 NOD_MIN_DEG = 2.0  # a chin dip at least this deep (prominence) ...
 NOD_MAX_WIDTH_S = 1.0  # ... and at most this wide at half depth is a nod, not slow sway
+GAZE_DARK_SHARE = 0.3  # the iris and pupil: the darkest share of the eye opening's pixels
+MIN_EYE_PIXELS = 12  # an eye opening smaller than this (closed, tiny) gives no gaze reading
+SACCADE_MIN_SHIFT = 0.05  # a gaze jump of at least this many eye widths within two frames ...
+SACCADE_MIN_GAP_S = 0.2  # ... at least this long after the last one is a saccade
 
 # Mapping the statistics onto the motion engine's parameters.
 IDLE_SHARE = 0.5  # listening sway as a share of the video's (the generic defaults' idle/speaking ratio)
@@ -97,6 +104,7 @@ class FrameSeries:
     pitch: np.ndarray
     roll: np.ndarray
     eye_open: np.ndarray
+    gaze: np.ndarray  # horizontal iris offset, eye widths, + = towards image right
 
     @property
     def face_share(self) -> float:
@@ -118,6 +126,8 @@ class ReferenceMotion:
     blink_duration_s: float | None = None  # closed past half depth (median)
     nods: int = 0
     nod_deg: float | None = None  # median depth of the nods
+    gaze_std: float | None = None  # eye widths
+    saccades: int = 0
     version: int = FORMAT_VERSION
 
     @property
@@ -127,6 +137,10 @@ class ReferenceMotion:
     @property
     def nods_per_min(self) -> float:
         return 60.0 * self.nods / max(self.seconds, 1e-9)
+
+    @property
+    def saccades_per_min(self) -> float:
+        return 60.0 * self.saccades / max(self.seconds, 1e-9)
 
     @property
     def blink_interval_median_s(self) -> float | None:
@@ -163,6 +177,7 @@ class ReferenceMotion:
             "blink_interval_median_s": _rounded(self.blink_interval_median_s),
             "blink_duration_s": _rounded(self.blink_duration_s),
             "nods_per_min": round(self.nods_per_min, 1),
+            "saccades_per_min": round(self.saccades_per_min, 1),
         }
 
     def _blink_interval(self) -> tuple[float, float] | None:
@@ -351,6 +366,28 @@ class _PoseSolver:
         return -float(yaw), float(pitch), float(roll)
 
 
+def gaze_offset(gray: np.ndarray, points: np.ndarray) -> float:
+    """Horizontal offset of the iris from the eye's middle, in eye widths, averaged over both eyes."""
+    offsets = []
+    for eye in (RIGHT_EYE, LEFT_EYE):
+        corners = points[eye]
+        low = np.maximum(np.floor(corners.min(axis=0)).astype(int), 0)
+        high = np.minimum(np.ceil(corners.max(axis=0)).astype(int) + 1, gray.shape[1::-1])
+        if np.any(high - low < 2):
+            continue
+        patch = gray[low[1]:high[1], low[0]:high[0]]
+        inside = np.zeros(patch.shape, np.uint8)
+        cv2.fillPoly(inside, [np.round(corners - low).astype(np.int32)], 1)
+        values = patch[inside > 0]
+        if values.size < MIN_EYE_PIXELS:
+            continue
+        dark = (inside > 0) & (patch <= np.quantile(values, GAZE_DARK_SHARE))
+        center = float(np.nonzero(dark)[1].mean()) + low[0]
+        width = float(np.linalg.norm(corners[3] - corners[0]))
+        offsets.append((center - (corners[0, 0] + corners[3, 0]) / 2) / max(width, 1e-6))
+    return float(np.mean(offsets)) if offsets else math.nan
+
+
 def measure_frames(
     data: bytes,
     *,
@@ -369,15 +406,15 @@ def measure_frames(
         points = tracker(gray)
         times.append(elapsed)
         if points is None:
-            rows.append((math.nan,) * 4)
+            rows.append((math.nan,) * 5)
         else:
-            rows.append((*solver(points, gray.shape[:2]), eye_openness(points)))
+            rows.append((*solver(points, gray.shape[:2]), eye_openness(points), gaze_offset(gray, points)))
     if not rows:
         raise InvalidVideoError("the video has no frames")
     values = np.array(rows, np.float64)
     span = times[-1] - times[0] + 1.0 / analysis_fps
     fps = len(rows) / span  # what was analysed: the source may have fewer frames a second
-    return FrameSeries(fps, values[:, 0], values[:, 1], values[:, 2], values[:, 3])
+    return FrameSeries(fps, *values.T)
 
 
 # --- statistics ----------------------------------------------------------------------------------------
@@ -459,6 +496,22 @@ def _nods(pitch: np.ndarray, fps: float) -> tuple[int, float | None]:
     return len(peaks), float(np.median(props["prominences"]))
 
 
+def _saccades(gaze: np.ndarray, blinking: np.ndarray, fps: float) -> tuple[int, float | None]:
+    """Quick gaze jumps outside blinks, and the gaze's spread (eye widths)."""
+    steady = np.where(blinking, np.nan, gaze)
+    if np.isfinite(steady).sum() < 3:
+        return 0, None
+    smooth = signal.medfilt(_filled(steady), 3)  # a one-frame landmark slip is not a saccade
+    jumps = np.abs(smooth[2:] - smooth[:-2]) >= SACCADE_MIN_SHIFT
+    jumps &= np.isfinite(steady[2:]) & np.isfinite(steady[:-2])
+    count, last = 0, -math.inf
+    for index in np.flatnonzero(jumps):
+        if (index - last) / fps >= SACCADE_MIN_GAP_S:
+            count += 1
+        last = index
+    return count, float(np.nanstd(steady))
+
+
 def motion_statistics(series: FrameSeries, *, min_seconds: float = DEFAULT_MIN_SECONDS) -> ReferenceMotion:
     """The statistics of measured frames; refuses too short a video or one without a face."""
     seconds = len(series.yaw) / series.fps
@@ -470,6 +523,7 @@ def motion_statistics(series: FrameSeries, *, min_seconds: float = DEFAULT_MIN_S
     intervals, durations, blinking = _blinks(series.eye_open, series.fps)
     angles, std, dominant, band = _sway(series, blinking)
     nods, nod_deg = _nods(angles[1], series.fps)
+    saccades, gaze_std = _saccades(series.gaze, blinking, series.fps)
     return ReferenceMotion(
         seconds=round(seconds, 3), frames=len(series.yaw), face_share=round(series.face_share, 3),
         head_std_deg=tuple(round(float(v), 3) for v in std),
@@ -477,7 +531,7 @@ def motion_statistics(series: FrameSeries, *, min_seconds: float = DEFAULT_MIN_S
         head_band_hz=(round(band[0], 4), round(band[1], 4)),
         blinks=len(durations), blink_intervals_s=tuple(round(float(v), 3) for v in intervals),
         blink_duration_s=round(float(np.median(durations)), 3) if durations else None,
-        nods=nods, nod_deg=_rounded(nod_deg),
+        nods=nods, nod_deg=_rounded(nod_deg), gaze_std=_rounded(gaze_std), saccades=saccades,
     )
 
 
