@@ -10,6 +10,7 @@ from engines.asr import WhisperASR, ensure_base_model
 from engines.asr.bundled import MODEL_BIN_SHA256, MODEL_BIN_SIZE, sha256_file
 from engines.asr.metrics import char_error_rate, error_rate, normalize, word_error_rate
 from engines.errors import InvalidAudioError, ModelUnavailableError, UnsupportedLanguageError
+from tests import sounds
 
 LJ001_0001 = (
     "Printing, in the only sense with which we are at present concerned, differs from most if not "
@@ -112,15 +113,15 @@ def test_vad_is_on_by_default_in_the_config_and_the_engine():
     assert WhisperASR().vad_filter is True
 
 
-@pytest.mark.parametrize("kind", ["silence", "white_noise", "quiet_noise"])
-def test_silence_and_noise_give_empty_text(asr, kind):
+@pytest.mark.parametrize("kind", ["silence", "white_noise", "quiet_noise", "music"])
+def test_silence_noise_and_music_give_empty_text(asr, kind):
     rate = 16_000
-    rng = np.random.default_rng(7)
     pcm = {
-        "silence": np.zeros(5 * rate, np.float32),
-        "white_noise": rng.uniform(-0.5, 0.5, 5 * rate).astype(np.float32),
-        "quiet_noise": rng.normal(0, 0.01, 5 * rate).astype(np.float32),
-    }[kind]
+        "silence": lambda: np.zeros(5 * rate, np.float32),
+        "white_noise": lambda: sounds.noise(5.0, rate=rate),
+        "quiet_noise": lambda: np.random.default_rng(7).normal(0, 0.01, 5 * rate).astype(np.float32),
+        "music": lambda: sounds.music(5.0, rate=rate),
+    }[kind]()
     result = asr.transcribe(pcm, rate)
     assert result.text == "", result.text
     assert result.segments == []

@@ -2,6 +2,7 @@
 parsing, hostile text, one error model (language codes, malformed bodies, request ids), slow and abusive
 clients, compute caps, Ray on loopback, retention, and a bounded fuzz run."""
 
+import io
 import json
 import os
 import re
@@ -11,7 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import httpx
+import numpy as np
 import pytest
+
+from tests import sounds
 
 JSON_ROUTES = ("/v1/render", "/v1/tts", "/v1/chat", "/v1/chat/sessions")
 LIMIT = 65_536  # limits.max_json_bytes, the default
@@ -125,6 +129,38 @@ def test_asr_refuses_unknown_language_as_tts_does(api_server, speech_wav):
                           headers={"Content-Type": "audio/wav"}, timeout=60)
     assert response.status_code == 400
     assert _error(response)["code"] == "unsupported_language"
+
+
+# --- silence is silence (item 7) ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["silence", "noise", "music"])
+def test_asr_hears_silence_noise_and_music_as_nothing(api_server, kind):
+    """Before VAD gating, 5 s of silence came back as "You" (a whisper hallucination)."""
+    pcm = {"silence": lambda: np.zeros(5 * sounds.RATE, np.float32), "noise": sounds.noise,
+           "music": sounds.music}[kind]()
+    response = httpx.post(f"{api_server}/v1/asr", content=sounds.wav_bytes(pcm),
+                          headers={"Content-Type": "audio/wav"}, timeout=120)
+    assert response.status_code == 200, response.text[:300]
+    assert response.json()["text"] == "", response.json()
+
+
+# --- images (item 4): the conversion once saturated a 16-bit grayscale face into no_face --------------
+
+
+def test_sixteen_bit_grayscale_face_is_accepted(api_server, data_dir):
+    from PIL import Image
+
+    gray = np.asarray(Image.open(data_dir / "biden.jpg").convert("L"), np.uint16) * 257  # full 16-bit range
+    buffer = io.BytesIO()
+    Image.fromarray(gray).save(buffer, "PNG")
+    assert Image.open(io.BytesIO(buffer.getvalue())).mode.startswith("I;16")
+    created = httpx.post(f"{api_server}/v1/avatars", content=buffer.getvalue(),
+                         headers={"Content-Type": "image/png"}, timeout=120)
+    assert created.status_code == 201, created.text[:300]
+    avatar_id = created.json()["avatar_id"]
+    render = httpx.post(f"{api_server}/v1/render", json={"text": "Hi.", "avatar_id": avatar_id}, timeout=120)
+    assert render.status_code == 200 and render.headers["content-type"] == "video/mp4", render.text[:300]
 
 
 @pytest.mark.parametrize("path", ["/v1/tts", "/v1/chat/sessions"])
