@@ -2,14 +2,19 @@
 
 Per video frame, from the audio alone (what the realtime path and reference-voice TTS give):
 
-- *jaw*: loudness, scaled by the first formant (F1 rises as the jaw drops: "a" wide, "i"/"u" near closed);
-- *width*: the second formant (F2 high: spread "ee"; low: rounded "oo"/"o"), on voiced frames only, and
-  held through consonants and short gaps (lips keep the neighbouring vowel's rounding: coarticulation);
+- *jaw*: loudness, scaled up by the first formant (F1 rises as the jaw drops: "a" wider than "i"/"u",
+  which still part the lips); voiceless frication and aspiration (s, sh, f, h) keep the lips apart
+  however quiet it is (the air has to get out); a nasal murmur or voice bar (voiced, next to nothing
+  above 400 Hz) holds the jaw at a consonant's height;
+- *width*: the second formant (F2 high: spread "ee"; low: rounded "oo"/"o"), on voiced oral frames only,
+  and held through consonants, nasal murmurs and short gaps (lips keep the neighbouring vowel's rounding:
+  coarticulation);
 - *closures*: a voiced frame whose oral-band share (above the voice bar and the nasal murmur, where vowels
-  carry their energy) drops well below that of the last 160 ms, for at most a consonant's length, is a
-  closed mouth: the murmur of "m" (its sound leaves through the nose) and the voice bar of "b" ("n" and
-  "ng" too: acoustically alike; the jaw is up for them anyway). The silence of a voiceless stop ("p")
-  closes the mouth through the loudness, as a pause does.
+  carry their energy) and level both drop well below those since the last pause, for at most a
+  consonant's length, is a closed mouth: the murmur of "m" (its sound leaves through the nose) and the
+  voice bar of "b". A front vowel heading into the murmur (F2 high: the alveolar/velar locus of "n",
+  "ng") keeps the lips apart. A stop's silence closes the mouth only through the loudness, as a pause
+  does (its silence says nothing of whether it was a "p" or a "t").
 
 Formants come from linear prediction on each frame's own power spectrum (band-limited to the formant
 range, smoothed over about a voice's F0), so they cost one small polynomial root per frame. Jaw and width
@@ -122,17 +127,36 @@ class VisemeMotionGenerator(MotionGenerator):
         window_s: float = VISEME_WINDOW_S,
         f1_closed_hz: float = 300.0,
         f1_open_hz: float = 750.0,
-        jaw_range: tuple[float, float] = (0.6, 1.2),
+        # Close vowels part the lips too: F1 adds up to 30% on open vowels instead of taking 40% off close
+        # ones (0.6-1.2 before: every i/u of a high voice, F1 ~300 Hz, was drawn barely more open than
+        # the consonants around it).
+        jaw_range: tuple[float, float] = (1.0, 1.3),
         f2_center_hz: float = 1800.0,
         f2_scale_hz: float = 350.0,
-        closure_drop_db: tuple[float, float] = (4.0, 8.0),
-        closure_dip_db: tuple[float, float] = (8.0, 14.0),
+        # A lip closure: the oral band's share falls (closure_drop_db) and the level falls
+        # (nasal_dip_db), by closure_total_db together (Piper's "ama" 13 + 12 dB, "abba" 6 + 19, "mama"
+        # 9 + 11; an "ee" after an "a" in a high voice: a share drop of 10-20 dB at an equal level), after
+        # a vowel whose F2 was under labial_f2_hz (the vowel's lips heading for a labial, not an "n").
+        closure_drop_db: tuple[float, float] = (2.0, 4.0),
+        nasal_dip_db: tuple[float, float] = (4.0, 6.0),
+        closure_total_db: tuple[float, float] = (12.0, 18.0),
+        labial_f2_hz: tuple[float, float] | None = (1800.0, 2400.0),
+        # A level dip alone as a closure (the old rule, 8-14 dB): off, since a stop's silence is a "t" or
+        # "k" as often as a "p", and shutting the lips on all of them made the mouth blink shut mid-word.
+        closure_dip_db: tuple[float, float] | None = None,
         closure_memory_s: float = 0.16,
         closure_dwell_s: float = 0.04,
         closure_max_s: float = 0.04,
         jaw_response_s: float = 0.02,
         width_response_s: float = 0.025,
         width_hold_s: float = 0.2,
+        width_oral_min_db: float = -15.0,
+        fricative_open: float = 0.3,  # about a consonant's opening (a vowel's is ~0.6-0.8)
+        # A voiced frame with (almost) nothing above 400 Hz, its oral share 22-30 dB down, is a nasal
+        # murmur or a voice bar (n, ng, m, d, g, b): the jaw is up for those, so the mouth goes to a
+        # consonant's opening however loud the murmur is (vowels, even a high voice's "ee", keep F2
+        # energy within ~20 dB).
+        murmur_db: tuple[float, float] | None = (22.0, 30.0),
         balance_share: float = 0.0,
         voiced_share: float = 0.5,
         **kwargs: Any,
@@ -141,9 +165,12 @@ class VisemeMotionGenerator(MotionGenerator):
         self._f1_range = (f1_closed_hz, f1_open_hz)
         self._jaw_range = jaw_range
         self._f2_center, self._f2_scale = f2_center_hz, f2_scale_hz
-        self._closure_drop, self._closure_dip = closure_drop_db, closure_dip_db
-        self._recent_level: list[float] = []  # speech-band level of the last few frames
-        self._recent_oral: list[float] = []  # oral-band share of the last few voiced frames
+        self._closure_drop, self._nasal_dip, self._closure_dip = closure_drop_db, nasal_dip_db, closure_dip_db
+        self._closure_total = closure_total_db
+        self._labial_f2 = labial_f2_hz
+        self._recent_level: list[float] = []  # speech-band level of the last few frames (since the pause)
+        self._recent_oral: list[float] = []  # oral-band share of the last few voiced frames (since the pause)
+        self._last_vowel_f2 = math.nan  # F2 of the last vowel frame: where the lips were heading
         self._memory_frames = max(1, round(closure_memory_s * self.fps))
         self._dwell_frames = max(1, round(closure_dwell_s * self.fps))
         self._max_closure_frames = max(1, round(closure_max_s * self.fps))
@@ -151,6 +178,9 @@ class VisemeMotionGenerator(MotionGenerator):
         self._jaw_omega = 1.0 / max(jaw_response_s, 1e-3)
         self._width_omega = 1.0 / max(width_response_s, 1e-3)
         self._hold_frames = round(width_hold_s * self.fps)
+        self._width_oral_min = width_oral_min_db
+        self._fricative_open = fricative_open
+        self._murmur = murmur_db
         self._balance_share = balance_share
         self._voiced_share = voiced_share
         self._open_velocity = 0.0
@@ -163,18 +193,29 @@ class VisemeMotionGenerator(MotionGenerator):
         return VisemeAnalyzer(self.fps, window_s=window_s)
 
     def _closure(self, level_db: float, voicing: float, oral_db: float) -> float:
-        """0..1: how surely this frame is a closure: the voice on and the oral band's share fallen well
-        below what it was a moment ago (m, b's voice bar; a steady close vowel, whose share is low all along
-        in a high voice, does not count), or the level dipped well under the last syllable's (a stop's
-        silence), and neither for longer than a consonant lasts."""
+        """0..1: how surely this frame is a lip closure (m, b): the voice on, and both the oral band's
+        share and the level fallen well below what they were since the last pause. Shut lips block the
+        mouth, so the voice goes on weaker (through the nose on "m", into the closed cavity on "b") with
+        the vowel formants gone: a close vowel changes the share but not the level (in a high voice an
+        "ee" has as little above 400 Hz as an "m"), a weaker syllable the level but not the share, and a
+        word's first "m" after a pause has nothing to fall from. A vowel heading for a high F2 (front
+        vowel into "n", "ng": the alveolar/velar locus) makes the same murmur with the lips apart; the
+        labial locus pulls F2 down. Never longer than a consonant lasts."""
         recent_oral = max(self._recent_oral, default=oral_db)
         recent_level = max(self._recent_level, default=level_db)
         voiced = voicing >= self._voiced_share
         self._recent_oral = [*self._recent_oral, oral_db if voiced else -math.inf][-self._memory_frames:]
         self._recent_level = [*self._recent_level, level_db][-self._memory_frames:]
-        closure = _ramp(recent_level - level_db, self._closure_dip)
+        closure = 0.0
+        if self._closure_dip is not None:  # a stop's silence (p, but just as often t, k: off by default)
+            closure = _ramp(recent_level - level_db, self._closure_dip)
         if voiced:
-            closure = max(closure, _ramp(recent_oral - oral_db, self._closure_drop))
+            drop, dip = recent_oral - oral_db, recent_level - level_db
+            labial = _ramp(drop, self._closure_drop) * _ramp(dip, self._nasal_dip)
+            labial *= _ramp(drop + dip, self._closure_total)  # the oral band's own fall, in all
+            if self._labial_f2 is not None and not math.isnan(self._last_vowel_f2):
+                labial *= 1.0 - _ramp(self._last_vowel_f2, self._labial_f2)
+            closure = max(closure, labial)
         self._closure_run = self._closure_run + 1 if closure > 0.0 else 0
         if self._closure_run > self._max_closure_frames:
             # Longer than a consonant: a close vowel after all; it becomes the reference.
@@ -187,6 +228,8 @@ class VisemeMotionGenerator(MotionGenerator):
         f1, f2 = float(features.f1_hz[i]), float(features.f2_hz[i])
         speaking = loudness > 0.0
         closure = self._closure(float(features.level_db[i]), voicing, oral_db) if speaking else 0.0
+        if not speaking:  # a pause: the next closure is judged against the next syllable, not this one
+            self._recent_oral, self._recent_level, self._last_vowel_f2 = [], [], math.nan
         vowel = speaking and closure == 0.0 and voicing >= self._voiced_share and not math.isnan(f1)
 
         # Jaw: loudness (as the loudness engine), times how open the vowel is (F1), shut on a closure.
@@ -195,6 +238,13 @@ class VisemeMotionGenerator(MotionGenerator):
         jaw = self._jaw_range[0] + (self._jaw_range[1] - self._jaw_range[0]) * openness
         target = min(self._open_gain * loudness**self._open_gamma * jaw * (1.0 - closure), 1.0)
         target *= self._unvoiced_open + (1.0 - self._unvoiced_open) * voicing
+        if speaking and voicing < self._voiced_share and closure == 0.0:
+            # Frication and aspiration (s, sh, f, h) need the air to get out: the lips stay apart (the
+            # teeth nearly meet on s, h takes the next vowel's opening), however quiet the noise is.
+            target = max(target, self._fricative_open)
+        if self._murmur is not None and voicing >= self._voiced_share:
+            murmur = _ramp(-oral_db, self._murmur)
+            target = (1.0 - murmur) * target + murmur * min(target, self._fricative_open)
         if closure >= 1.0:
             self._closed_for = 0
         if self._closed_for < self._dwell_frames:
@@ -206,8 +256,10 @@ class VisemeMotionGenerator(MotionGenerator):
             self._open = min(max(self._open, 0.0), 1.0)
 
         # Width: F2 on vowels (low F2 rounds only a close or mid vowel: an open "a" has a low F2 too);
-        # consonants and short gaps keep the vowel's shape, pauses relax it.
-        if vowel and not math.isnan(f2):
+        # consonants and short gaps keep the vowel's shape, pauses relax it. Nasal murmurs and voice bars
+        # (little above 400 Hz) are skipped too: their resonances are the nose's, not the vowel's (LPC
+        # read F2 ~2300 Hz on the "m" and "n" of "moon" and spread the lips there).
+        if vowel and not math.isnan(f2) and oral_db > self._width_oral_min:
             goal = math.tanh((f2 - self._f2_center) / self._f2_scale)
             if goal < 0.0:
                 goal *= 1.0 - openness
@@ -215,6 +267,7 @@ class VisemeMotionGenerator(MotionGenerator):
             balance = math.tanh((float(features.tilt_db[i]) - self._tilt_center_db) / self._tilt_scale_db)
             goal = (1.0 - self._balance_share) * goal + self._balance_share * balance
             self._width_goal = goal * min(1.0, 2.0 * loudness)
+            self._last_vowel_f2 = f2
             self._since_voiced = 0
         elif self._since_voiced < self._hold_frames:
             self._since_voiced += 1
