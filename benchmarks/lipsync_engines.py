@@ -19,10 +19,11 @@ from pathlib import Path
 PARTS = ("timing", "pause_closed", "bilabial_closed", "rounded", "spread")
 
 
-def run_engine(engine: str, output: Path, repeats: int) -> None:
+def run_engine(engine: str, output: Path, repeats: int, default_voice: bool = False) -> None:
     env = {**os.environ, "AVATAR_MOTION__NAME": engine}
     subprocess.run([sys.executable, "-m", "evaluator", "run", "--scenarios", "all", "--repeats", str(repeats),
-                    "--output", str(output)], env=env, check=True)
+                    "--output", str(output), *(["--default-voice"] if default_voice else [])],
+                   env=env, check=True)
 
 
 def medians(output: Path) -> dict[str, dict[str, float | None]]:
@@ -49,12 +50,14 @@ def main() -> None:
     parser.add_argument("engines", nargs="*", default=["audio-driven", "visemes"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--output", type=Path, default=Path("out/eval/lipsync_engines"))
+    parser.add_argument("--default-voice", action="store_true",
+                        help="the TTS's default voice instead of the reference's (evaluator --default-voice)")
     parser.add_argument("--no-run", action="store_true", help="only tabulate runs already under --output")
     args = parser.parse_args()
     folders = {engine: args.output / engine.split(":")[0].replace(".", "_") for engine in args.engines}
     if not args.no_run:
         for engine, folder in folders.items():
-            run_engine(engine, folder, args.repeats)
+            run_engine(engine, folder, args.repeats, args.default_voice)
     results = {engine: medians(folder) for engine, folder in folders.items()}
     scenarios = list(next(iter(results.values())))
     print("| scenario | " + " | ".join(args.engines) + " | "

@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="ask each scenario by voice over WebRTC and measure the answer as received")
     run.add_argument("--voice", type=Path, default=DEFAULT_VOICE,
                      help="reference voice, also passed to the TTS (default: tests/data/LJ001-0001.wav)")
+    run.add_argument("--default-voice", action="store_true",
+                     help="in-process runs: the TTS speaks in its default voice instead of the reference's "
+                     "(the reference still judges the pitch)")
     run.add_argument("--image", type=Path, help="portrait (default: the bundled one)")
     run.add_argument("--output", type=Path, help="where JSON, media, summary go (default: outputs/, "
                      "outputs/api/ with --target, outputs/realtime/ with --realtime)")
@@ -155,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run_realtime(args, scenarios)
     if args.target:
         return _run_api(args, scenarios)
-    return _evaluate(Evaluator(args.output, args.voice, args.image), args, scenarios, time.perf_counter())
+    evaluator = Evaluator(args.output, args.voice, args.image, speak_with_reference=not args.default_voice)
+    return _evaluate(evaluator, args, scenarios, time.perf_counter())
 
 
 def _run_api(args: argparse.Namespace, scenarios: list[Scenario]) -> int:

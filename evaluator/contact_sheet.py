@@ -1,6 +1,8 @@
 """A PNG contact sheet of the mouth on the frames where the words want a shape: one row per class
 (o/u rounded, i/e spread, p/b/m closed, pause), frames picked at the middle of each such phoneme as the
-lip-sync metric places it (whisper timing + G2P), each tile captioned with its time and measures.
+lip-sync metric places it (whisper timing + G2P), each tile captioned with its time and measures. For a
+p/b/m it is the least open frame within one frame of it, the frame the metric judges (a closure lasts a
+frame or two, about whisper's timing error).
 
 ``python -m evaluator sheet [--text T] [--lang L] [--output out/eval/sheet.png]`` renders the text with
 the configured engines and writes the sheet (and the MP4 beside it).
@@ -26,12 +28,19 @@ PER_ROW = 6
 TILE = 128
 
 
-def _runs(labels: np.ndarray, kind: str) -> list[int]:
-    """The middle frame of each run of ``kind`` labels."""
+def _runs(labels: np.ndarray, kind: str, openness: np.ndarray) -> list[int]:
+    """The middle frame of each run of ``kind`` labels (for p/b/m: the least open within a frame of it)."""
     index = np.flatnonzero(labels == kind)
     if not index.size:
         return []
-    return [int(r[len(r) // 2]) for r in np.split(index, np.flatnonzero(np.diff(index) > 1) + 1)]
+    runs = np.split(index, np.flatnonzero(np.diff(index) > 1) + 1)
+    if kind == phones.BILABIAL:
+        picks = []
+        for run in runs:
+            near = np.arange(max(run[0] - 1, 0), min(run[-1] + 2, openness.size))
+            picks.append(int(near[np.argmin(openness[near])]))
+        return picks
+    return [int(r[len(r) // 2]) for r in runs]
 
 
 def contact_sheet(frames: np.ndarray, fps: float, pcm: np.ndarray, sample_rate: int,
@@ -43,7 +52,7 @@ def contact_sheet(frames: np.ndarray, fps: float, pcm: np.ndarray, sample_rate: 
     shown: dict[str, list[int]] = {}
     rows = []
     for kind, title in ROWS:
-        picks = _runs(labels, kind)
+        picks = _runs(labels, kind, np.array([m.mouth_open for m in measured]))
         if len(picks) > PER_ROW:  # spread over the clip
             picks = [picks[i] for i in np.linspace(0, len(picks) - 1, PER_ROW).round().astype(int)]
         shown[kind] = picks

@@ -106,18 +106,21 @@ class Evaluator:
     # f0_rmse_hz compares a run with the scenario's first: only where every run says the same words.
     same_words_each_run: ClassVar[bool] = True
 
-    def __init__(self, output_dir: Path, reference: Path, image: Path | None = None) -> None:
+    def __init__(self, output_dir: Path, reference: Path, image: Path | None = None,
+                 speak_with_reference: bool = True) -> None:
         self.output_dir = output_dir
         self.pipeline = AvatarPipeline()
         self.reference = Reference.load(reference)
         self.portrait = self.pipeline.prepare_portrait(image)
         # The bundled TTS does not clone: the reference picks its nearest-pitch preset per language.
-        self.voice = self.pipeline.prepare_voice(reference)
+        # Without it the TTS speaks in its default voice (the pitch is still judged against the reference).
+        self.voice = self.pipeline.prepare_voice(reference) if speak_with_reference else None
         settings = self.pipeline.settings
         # Baselines are only comparable for the same engines, options, seed and reference voice.
         self.config_key = content_hash(
             settings.tts.model_dump_json(), settings.avatar.model_dump_json(),
             settings.motion.model_dump_json(), settings.render.model_dump_json(), self.reference.digest,
+            *(() if speak_with_reference else ("default voice",)),
         )[:12]
         self.golden = golden.load_golden(self.config_key)
         self.asr = self.pipeline.asr

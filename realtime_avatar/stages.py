@@ -102,7 +102,7 @@ class Animator:
 
     def feed(self, chunk: AudioChunk) -> Iterator[RenderedChunk]:
         """The chunk's frames in parts; the first part carries the chunk's audio and text."""
-        track = self.motion.from_audio(chunk.pcm, chunk.sample_rate)
+        track = self.motion.from_audio(chunk.pcm, chunk.sample_rate, chunk.phones)
         step = self.part_frames or max(len(track), 1)
         for start in range(0, max(len(track), 1), step):
             first = start == 0

@@ -16,6 +16,7 @@ from engines.motion.features import DEFAULT_WINDOW_S, FrameAnalyzer, FrameFeatur
 from engines.motion.idle import IdleLoop
 from engines.motion.procedural import BlinkScheduler, Breather, SmoothNoise, smoothing_coefficient
 from engines.motion.track import MotionTrack
+from engines.phones import Phone
 
 DEFAULT_FPS = 25
 
@@ -117,8 +118,12 @@ class MotionGenerator:
     def frames_emitted(self) -> int:
         return self._frame
 
-    def from_audio(self, pcm: np.ndarray, sample_rate: int) -> MotionTrack:
-        """Motion for every whole frame completed by this chunk; a partial frame waits for more audio."""
+    def from_audio(self, pcm: np.ndarray, sample_rate: int, phones: Sequence[Phone] = ()) -> MotionTrack:
+        """Motion for every whole frame completed by this chunk; a partial frame waits for more audio.
+
+        ``phones``: what the chunk says when (seconds from its first sample), where the TTS engine knows;
+        this engine reads the audio alone and ignores them (the viseme engine shapes the mouth by them).
+        """
         return self._animate(self._analyzer.push(pcm, sample_rate))
 
     def flush(self) -> MotionTrack:

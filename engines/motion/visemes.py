@@ -16,6 +16,16 @@ Per video frame, from the audio alone (what the realtime path and reference-voic
   "ng") keeps the lips apart. A stop's silence closes the mouth only through the loudness, as a pause
   does (its silence says nothing of whether it was a "p" or a "t").
 
+Where the TTS engine knows what it said when (the bundled Kokoro and Piper voices give their duration
+predictors' alignment as ``AudioChunk.phones``), the words take over what the audio can only guess:
+
+- *width* is each sound's lip shape (``engines.phones.VISEMES``: "oo" rounded, "ee" spread), consonants
+  taking the next vowel's within ``coarticulation_s`` (lips round ahead of "oo"), else the last one's;
+- *closures*: only near a p/b/m of the words may the audio's closure cue shut the lips (none on an "ee"
+  or a "t"), and every p/b/m shuts them at least once, on the frame near it whose oral band is quietest
+  (the model's timing can be a frame out, the sound is not);
+- the *jaw* stays the audio's (loudness and F1), which measured best (see ``phone_jaw_share``).
+
 Formants come from linear prediction on each frame's own power spectrum (band-limited to the formant
 range, smoothed over about a voice's F0), so they cost one small polynomial root per frame. Jaw and width
 each follow their targets through a critically damped second-order follower (smooth, no overshoot, no
@@ -28,7 +38,8 @@ this class replaces only its mouth step, so it is a drop-in ``motion`` engine ("
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -36,6 +47,8 @@ from scipy.linalg import solve_toeplitz
 
 from engines.motion.features import FrameAnalyzer, FrameFeatures
 from engines.motion.generator import MotionGenerator
+from engines.motion.track import MotionTrack
+from engines.phones import VISEMES, Phone
 
 # The analysis window is the whole frame (at 25 fps, 40 ms): long enough for formants, short enough not
 # to smear a 60 ms closure into the vowels around it (the loudness engine's 64 ms does).
@@ -57,15 +70,113 @@ class VisemeFeatures(FrameFeatures):
     f1_hz: np.ndarray  # first formant (NaN: none found)
     f2_hz: np.ndarray  # second formant (NaN: none found)
     oral_db: np.ndarray  # ORAL_BAND power over the speech-band power, dB (~0 on vowels, -10 or less on m/b)
+    # From the TTS engine's phones, where it gave them (NaN: no phone in the frame):
+    phone_open: np.ndarray  # the frame's sounds' jaw (Viseme.open, weighted by their share of the frame)
+    phone_width: np.ndarray  # their lips' width, consonants taking their vowel's (coarticulation)
+    phone_closed: np.ndarray  # 1 where a p/b/m fills the frame (or most of itself lies in it), else 0
+    phone_labial_near: np.ndarray  # 1 where a p/b/m lies within ``labial_reach_s`` of the frame, else 0
+
+
+@dataclass(frozen=True)
+class _TimedViseme:
+    start: int  # samples, on the analyzer's stream clock
+    end: int
+    open: float
+    width: float
+    closed: bool
 
 
 class VisemeAnalyzer(FrameAnalyzer):
-    """``FrameAnalyzer`` that also measures the first two formants and the oral band's share."""
+    """``FrameAnalyzer`` that also measures the first two formants and the oral band's share, and lays
+    the phones a chunk comes with onto the frames they fall in."""
+
+    def __init__(self, *args: Any, coarticulation_s: float = 0.15, labial_reach_s: float = 0.06,
+                 closure_slack_s: float = 0.02, **kwargs: Any) -> None:
+        self._coarticulation_s = coarticulation_s
+        self._labial_reach_s = labial_reach_s
+        self._closure_slack_s = closure_slack_s
+        self._visemes: list[_TimedViseme] = []
+        super().__init__(*args, **kwargs)
+
+    def push(self, pcm: np.ndarray, sample_rate: int, phones: Sequence[Phone] = ()) -> VisemeFeatures:
+        """``FrameAnalyzer.push``; ``phones`` (seconds from this chunk's first sample) shape the frames."""
+        self._start(sample_rate)
+        if phones:
+            self._visemes += self._timed(phones, self._origin + self._data.size, sample_rate)
+        features = super().push(pcm, sample_rate)
+        assert isinstance(features, VisemeFeatures)
+        return features
+
+    def flush(self) -> VisemeFeatures:
+        """``FrameAnalyzer.flush``; phones still ahead move onto the restarted frame alignment."""
+        restart = self._boundary(self._frames + 1) if self.pending_samples > 0 else 0
+        features = super().flush()
+        if restart:
+            self._visemes = [replace(v, start=v.start - restart, end=v.end - restart)
+                             for v in self._visemes if v.end > restart]
+        assert isinstance(features, VisemeFeatures)
+        return features
+
+    def _timed(self, phones: Sequence[Phone], origin: int, sample_rate: int) -> list[_TimedViseme]:
+        """Each phone's viseme on the stream clock. A consonant without a lip shape of its own takes the
+        next vowel's if it comes within ``coarticulation_s`` (lips round ahead of "oo"), else the last's."""
+        known = [(p, VISEMES[p.symbol]) for p in phones if p.symbol in VISEMES and p.end_s > p.start_s]
+        timed = []
+        for index, (phone, viseme) in enumerate(known):
+            width = viseme.width
+            if width is None:
+                ahead = next((v.width for p, v in known[index + 1:] if v.width is not None
+                              and p.start_s - phone.end_s <= self._coarticulation_s), None)
+                behind = next((v.width for p, v in reversed(known[:index]) if v.width is not None
+                               and phone.start_s - p.end_s <= self._coarticulation_s), None)
+                width = ahead if ahead is not None else behind if behind is not None else 0.0
+            timed.append(_TimedViseme(origin + round(phone.start_s * sample_rate),
+                                      origin + round(phone.end_s * sample_rate),
+                                      viseme.open, width, viseme.closed))
+        return timed
+
+    def _phone_frames(self, oral_level_db: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Per emitted frame: the jaw and width of the phones in it (weighted by their share of the frame),
+        whether a p/b/m shuts it, and whether one is near (within ``labial_reach_s``). A p/b/m shuts the
+        frame whose oral band is quietest among those it overlaps (give or take ``closure_slack_s``): the
+        model's timing can be a frame out, the sound's quiet moment is not."""
+        count = oral_level_db.size
+        opened = np.full(count, np.nan, np.float32)
+        width = np.full(count, np.nan, np.float32)
+        closed = np.zeros(count, np.float32)
+        near = np.zeros(count, np.float32)
+        if not self._visemes:
+            return opened, width, closed, near
+        assert self.sample_rate is not None
+        reach = round(self._labial_reach_s * self.sample_rate)
+        slack = round(self._closure_slack_s * self.sample_rate)
+        bounds = np.array([self._boundary(self._frames + k) for k in range(count + 1)])
+        starts, ends = bounds[:-1], bounds[1:]
+        weight = np.zeros(count)
+        jaw = np.zeros(count)
+        lips = np.zeros(count)
+        for viseme in self._visemes:
+            overlap = np.clip(np.minimum(ends, viseme.end) - np.maximum(starts, viseme.start), 0, None)
+            weight += overlap
+            jaw += overlap * viseme.open
+            lips += overlap * viseme.width
+            if viseme.closed:
+                near[(starts < viseme.end + reach) & (ends > viseme.start - reach)] = 1.0
+                candidates = np.flatnonzero((starts < viseme.end + slack) & (ends > viseme.start - slack))
+                if candidates.size:
+                    closed[candidates[np.argmin(oral_level_db[candidates])]] = 1.0
+        spoken = weight > 0
+        opened[spoken] = jaw[spoken] / weight[spoken]
+        width[spoken] = lips[spoken] / weight[spoken]
+        # Kept a little past their end: a later frame may still be near a labial.
+        self._visemes = [v for v in self._visemes if v.end + reach > ends[-1]]
+        return opened, width, closed, near
 
     def _start(self, sample_rate: int) -> None:
         changed = self.sample_rate != sample_rate
         super()._start(sample_rate)
         if changed:
+            self._visemes = []
             freqs = np.fft.rfftfreq(self._n_fft, 1.0 / sample_rate)
             self._oral = (freqs >= ORAL_BAND[0]) & (freqs < ORAL_BAND[1])
             self._formant_bins = int(np.searchsorted(freqs, min(FORMANT_BAND_HZ, sample_rate / 2)))
@@ -80,15 +191,20 @@ class VisemeAnalyzer(FrameAnalyzer):
     def silence(self, n_frames: int) -> VisemeFeatures:
         base = super().silence(n_frames)
         missing = np.full(n_frames, np.nan, np.float32)
+        zeros = np.zeros(n_frames, np.float32)
         return VisemeFeatures(base.level_db, base.tilt_db, base.voicing, f1_hz=missing, f2_hz=missing,
-                              oral_db=np.zeros(n_frames, np.float32))
+                              oral_db=zeros, phone_open=missing, phone_width=missing, phone_closed=zeros,
+                              phone_labial_near=zeros)
 
     def _features(self, windows: np.ndarray, power: np.ndarray) -> VisemeFeatures:
         base = super()._features(windows, power)
         oral_db = 10 * np.log10(power[:, self._oral].sum(axis=1) + _EPS) - base.level_db
         f1, f2 = self._formants(power)
+        phone_open, phone_width, phone_closed, labial_near = self._phone_frames(oral_db + base.level_db)
         return VisemeFeatures(base.level_db, base.tilt_db, base.voicing, f1_hz=f1, f2_hz=f2,
-                              oral_db=oral_db.astype(np.float32))
+                              oral_db=oral_db.astype(np.float32), phone_open=phone_open,
+                              phone_width=phone_width, phone_closed=phone_closed,
+                              phone_labial_near=labial_near)
 
     def _formants(self, power: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """F1, F2 per frame by linear prediction on the pre-emphasised, band-limited power spectrum (its
@@ -159,9 +275,21 @@ class VisemeMotionGenerator(MotionGenerator):
         murmur_db: tuple[float, float] | None = (22.0, 30.0),
         balance_share: float = 0.0,
         voiced_share: float = 0.5,
+        # With phones, the jaw can also follow each sound's opening over a mid vowel's (an "a" further than
+        # its loudness says, an "ee" or a consonant less), by this share. Off: on six sentences in three
+        # languages and both default voices, lip sync to words scored best with the audio's jaw alone
+        # (share 0.5 and 1 lowered timing and pause closure; the phones' lip shapes and closures are kept).
+        phone_reference_open: float = 0.6,
+        phone_jaw_share: float = 0.0,
+        unlabial_closure: float = 0.95,
+        coarticulation_s: float = 0.15,
         **kwargs: Any,
     ) -> None:
+        self._coarticulation_s = coarticulation_s  # the analyzer (made by super().__init__) needs it
         super().__init__(*args, window_s=window_s, **kwargs)
+        self._phone_reference_open = phone_reference_open
+        self._phone_jaw_share = phone_jaw_share
+        self._unlabial_closure = unlabial_closure
         self._f1_range = (f1_closed_hz, f1_open_hz)
         self._jaw_range = jaw_range
         self._f2_center, self._f2_scale = f2_center_hz, f2_scale_hz
@@ -189,8 +317,14 @@ class VisemeMotionGenerator(MotionGenerator):
         self._since_voiced = self._hold_frames
         self._closed_for = self._dwell_frames
 
+    def from_audio(self, pcm: np.ndarray, sample_rate: int, phones: Sequence[Phone] = ()) -> MotionTrack:
+        """Motion for the frames this chunk completes; with ``phones`` (the TTS engine's own timing) the
+        mouth takes each sound's shape from them, and the audio gives only how far the jaw goes."""
+        assert isinstance(self._analyzer, VisemeAnalyzer)
+        return self._animate(self._analyzer.push(pcm, sample_rate, phones))
+
     def _new_analyzer(self, window_s: float) -> FrameAnalyzer:
-        return VisemeAnalyzer(self.fps, window_s=window_s)
+        return VisemeAnalyzer(self.fps, window_s=window_s, coarticulation_s=self._coarticulation_s)
 
     def _closure(self, level_db: float, voicing: float, oral_db: float) -> float:
         """0..1: how surely this frame is a lip closure (m, b): the voice on, and both the oral band's
@@ -227,7 +361,17 @@ class VisemeMotionGenerator(MotionGenerator):
         voicing, oral_db = float(features.voicing[i]), float(features.oral_db[i])
         f1, f2 = float(features.f1_hz[i]), float(features.f2_hz[i])
         speaking = loudness > 0.0
+        # Where the TTS said which sound it made, its phones decide the closures and the lips' shape; the
+        # audio still decides how far the jaw drops.
+        phone_open = float(features.phone_open[i])
+        timed = not math.isnan(phone_open)
         closure = self._closure(float(features.level_db[i]), voicing, oral_db) if speaking else 0.0
+        if timed and features.phone_labial_near[i] < 1.0:
+            # The words decide whether a closure is a p/b/m at all: away from one the cue (an "n", the end
+            # of a syllable) raises the jaw only part way and the lips stay apart.
+            closure = min(closure, self._unlabial_closure)
+        # ... and each p/b/m they have shuts the lips at least once.
+        closure = max(closure, float(features.phone_closed[i]))
         if not speaking:  # a pause: the next closure is judged against the next syllable, not this one
             self._recent_oral, self._recent_level, self._last_vowel_f2 = [], [], math.nan
         vowel = speaking and closure == 0.0 and voicing >= self._voiced_share and not math.isnan(f1)
@@ -236,6 +380,8 @@ class VisemeMotionGenerator(MotionGenerator):
         low, high = self._f1_range
         openness = min(max((f1 - low) / (high - low), 0.0), 1.0) if vowel else 0.0
         jaw = self._jaw_range[0] + (self._jaw_range[1] - self._jaw_range[0]) * openness
+        if timed:
+            jaw *= 1.0 + self._phone_jaw_share * (phone_open / self._phone_reference_open - 1.0)
         target = min(self._open_gain * loudness**self._open_gamma * jaw * (1.0 - closure), 1.0)
         target *= self._unvoiced_open + (1.0 - self._unvoiced_open) * voicing
         if speaking and voicing < self._voiced_share and closure == 0.0:
@@ -259,7 +405,10 @@ class VisemeMotionGenerator(MotionGenerator):
         # consonants and short gaps keep the vowel's shape, pauses relax it. Nasal murmurs and voice bars
         # (little above 400 Hz) are skipped too: their resonances are the nose's, not the vowel's (LPC
         # read F2 ~2300 Hz on the "m" and "n" of "moon" and spread the lips there).
-        if vowel and not math.isnan(f2) and oral_db > self._width_oral_min:
+        if timed:
+            self._width_goal = float(features.phone_width[i]) * min(1.0, 2.0 * loudness)
+            self._since_voiced = 0
+        elif vowel and not math.isnan(f2) and oral_db > self._width_oral_min:
             goal = math.tanh((f2 - self._f2_center) / self._f2_scale)
             if goal < 0.0:
                 goal *= 1.0 - openness

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from engines.errors import InputError
+from engines.phones import Phone
 from engines.tts.text import AUTO, Sentence, TextPlanner
 from engines.tts.voice import Voice, content_hash, reference_audio
 
@@ -32,6 +33,9 @@ class AudioChunk:
     # What the served TTS stage spent making this chunk (it stamps it; 0 where nobody timed it): the
     # avatar stage reports the sum as the render's server-side TTS time.
     synthesis_ms: float = 0.0
+    # What was said when, from the engine's own alignment (seconds from the chunk's start); empty where
+    # the engine does not know (the motion engine then reads the mouth from the audio alone).
+    phones: tuple[Phone, ...] = ()
 
     @property
     def offset_seconds(self) -> float:
@@ -68,6 +72,10 @@ class TTSEngine(ABC):
     @abstractmethod
     def _speak(self, text: str, language: str, voice: Voice | None) -> np.ndarray:
         """float32 mono speech at ``self.sample_rate`` for one clause."""
+
+    def _speak_timed(self, text: str, language: str, voice: Voice | None) -> tuple[np.ndarray, list[Phone]]:
+        """``_speak`` plus the phones' timing; engines that know their alignment override this."""
+        return self._speak(text, language, voice), []
 
     def prepare_voice(self, pcm: np.ndarray, sample_rate: int) -> Voice:
         audio = reference_audio(pcm, sample_rate)
@@ -112,12 +120,14 @@ class TTSEngine(ABC):
     def _chunks(self, sentences: list[Sentence], voice: Voice | None) -> Iterator[AudioChunk]:
         for sentence in sentences:
             for i, clause in enumerate(sentence.clauses):
-                speech = np.clip(self._speak(clause, sentence.language, voice), -1.0, 1.0)
+                speech, phones = self._speak_timed(clause, sentence.language, voice)
+                speech = np.clip(speech, -1.0, 1.0)
                 last = i == len(sentence.clauses) - 1
                 pause = np.zeros(
                     int((self.sentence_pause if last else self.clause_pause) * self.sample_rate), np.float32
                 )
-                yield AudioChunk(np.concatenate([speech, pause]), self.sample_rate, clause, sentence.language)
+                yield AudioChunk(np.concatenate([speech, pause]), self.sample_rate, clause, sentence.language,
+                                 phones=tuple(phones))
 
     def synthesize(
         self, text: str, language: str | None = AUTO, voice: Voice | None = None

@@ -18,6 +18,7 @@ import numpy as np
 import soxr
 
 from engines.errors import InvalidAudioError, UnsupportedLanguageError
+from engines.phones import Phone, shift
 from engines.tts import phonemes
 from engines.tts.base import TTSEngine
 from engines.tts.kokoro import SAMPLE_RATE, KokoroModel, StyleMix
@@ -63,11 +64,13 @@ def nearest_preset(language: str, f0: float) -> Preset:
     return min(PRESETS[language], key=lambda p: abs(math.log(p.f0 / f0)))
 
 
-def _trim(audio: np.ndarray) -> np.ndarray:
+def _trim(audio: np.ndarray) -> tuple[np.ndarray, int]:
+    """The audio without its leading and trailing silence, and how many samples came off the front."""
     loud = np.flatnonzero(np.abs(audio) > _TRIM_THRESHOLD)
     if not loud.size:
-        return audio
-    return audio[max(0, loud[0] - _TRIM_PAD) : loud[-1] + _TRIM_PAD]
+        return audio, 0
+    start = max(0, loud[0] - _TRIM_PAD)
+    return audio[start : loud[-1] + _TRIM_PAD], int(start)
 
 
 class BundledTTS(TTSEngine):
@@ -124,8 +127,18 @@ class BundledTTS(TTSEngine):
             return self._styles[preset.name]
 
     def _speak(self, text: str, language: str, voice: Voice | None) -> np.ndarray:
+        return self._speak_timed(text, language, voice)[0]
+
+    def _speak_timed(self, text: str, language: str, voice: Voice | None) -> tuple[np.ndarray, list[Phone]]:
         preset = self.preset_for(language, voice)
         if preset.backend == "piper":
-            audio = self.piper.synthesize(text, self.speed)
-            return soxr.resample(audio, self.piper.sample_rate, SAMPLE_RATE).astype(np.float32)
-        return _trim(self.kokoro.synthesize(_PHONEMIZERS[language](text), self._style(preset), self.speed))
+            audio, timed = self.piper.synthesize_timed(text, self.speed)
+            return soxr.resample(audio, self.piper.sample_rate, SAMPLE_RATE).astype(np.float32), timed
+        phonemes_ = _PHONEMIZERS[language](text)
+        audio, timed = self.kokoro.synthesize_timed(phonemes_, self._style(preset), self.speed)
+        audio, cut = _trim(audio)
+        end = audio.size / SAMPLE_RATE
+        # The trim may take a quiet tail (a fading "s") off the last phone: it ends with the audio.
+        kept = [Phone(p.symbol, max(p.start_s, 0.0), min(p.end_s, end))
+                for p in shift(timed, -cut / SAMPLE_RATE) if p.end_s > 0.0 and p.start_s < end]
+        return audio, kept
