@@ -112,7 +112,8 @@ def test_phones_round_spread_and_close_the_rendered_mouth_where_the_words_say(pi
     narrower on the rounded vowels than on the spread ones and shut at each bilabial (within a frame, the
     metric's tolerance); the audio-only engines (no phones) separate them less, and the score to words is
     no worse for it. Measured on rendered pixels (dlib landmarks). Measured (2026-12-02): round/spread width
-    0.67/0.75 with phones, 0.71/0.74 audio only, 0.74/0.73 loudness."""
+    0.667/0.759 with phones, 0.694/0.750 audio only, 0.679/0.724 loudness; p/b/m 0.086, pauses 0.095, vowels
+    0.344; score 0.672 / 0.615 / 0.389."""
     portrait = pipeline.prepare_portrait()
     results = {}
     for name, engine, with_phones in (("loudness", MotionGenerator, False),
