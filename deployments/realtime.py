@@ -90,6 +90,7 @@ class _Live:
         self.drains: list[asyncio.Future[None]] = []  # tracks the call does not use, read and dropped
         self.ending: asyncio.Future[None] | None = None
         self.closing = False
+        self.video: Any = None  # the avatar's video track (WebRTC): its frames sent cached / encoded live
 
 
 @serve.deployment(name="Realtime")
@@ -147,6 +148,7 @@ class RealtimeDeployment:
             self._watch(live, channel)
             audio, video = make_tracks(call.output, MediaClock())
             answer = await peer.answer(pc, sdp, audio, video if peer.offers_video(sdp) else None)
+            live.video = video if peer.offers_video(sdp) else None
             self.calls[call_id] = live
         except BaseException:
             if pc is not None:
@@ -238,7 +240,10 @@ class RealtimeDeployment:
                 "ice": peer.nominated_pair(live.pc),
                 "seconds": round(time.monotonic() - call.started, 1), "stalls": call.output.stalls,
                 "video_frames_skipped": call.output.skipped,
+                "video_frames_cached": getattr(live.video, "cached_frames", None),
+                "video_frames_encoded": getattr(live.video, "live_frames", None),
                 "mic_frames": call.mic_frames, "mic_frames_dropped": call.mic_dropped,
+                "vad_windows_skipped": call.listener.windows_skipped,
                 "in_flight": call.in_flight}
 
     async def hang_up(self, call_id: str, request_id: str = "-") -> dict[str, Any]:

@@ -17,6 +17,15 @@ import numpy as np
 from realtime_avatar.config import RealtimeSettings
 
 SAMPLE_RATE = 16_000
+# Outside a turn, a window this quiet (RMS, dBFS) is not speech and the VAD is not asked: a microphone
+# that sends silence (a browser's noise suppression, a muted input) costs no model run. Speech is some
+# 30 dB louder; the windows still go into the pre-roll, and the model gets every window from the first
+# one above this level on. It skips only after QUIET_WINDOWS quiet windows in a row have gone through
+# it (256 ms), so its recurrent state is already that of a quiet input: speech after a long silence is
+# detected within a window of when the model would have, had it heard all of the silence.
+QUIET_DBFS = -60.0
+QUIET_RMS = 10 ** (QUIET_DBFS / 20)
+QUIET_WINDOWS = 8
 
 
 class VoiceActivity(Protocol):
@@ -59,6 +68,8 @@ class Listener:
         self._paused = False
         self._speech_end_s = 0.0
         self._last_partial_s = 0.0
+        self._quiet_run = 0  # quiet windows in a row outside a turn
+        self.windows_skipped = 0  # windows the VAD was not asked about (quiet, outside a turn)
 
     @property
     def in_turn(self) -> bool:
@@ -74,12 +85,20 @@ class Listener:
         whole = len(samples) // window * window
         self._pending = samples[whole:]
         events: list[ListenEvent] = []
-        if not whole:
-            return events
-        for start, probability in zip(range(0, whole, window), self.vad.probabilities(samples[:whole]),
-                                      strict=True):
-            events.extend(self._step(samples[start:start + window], probability))
+        for start in range(0, whole, window):
+            chunk = samples[start:start + window]
+            events.extend(self._step(chunk, self._probability(chunk)))
         return events
+
+    def _probability(self, window: np.ndarray) -> float:
+        if self._in_turn or float(np.sqrt(np.mean(np.square(window)))) >= QUIET_RMS:
+            self._quiet_run = 0
+        else:
+            self._quiet_run += 1
+            if self._quiet_run > QUIET_WINDOWS:
+                self.windows_skipped += 1
+                return 0.0
+        return float(self.vad.probabilities(window)[0])
 
     def reset(self) -> None:
         """Forget the turn in progress (the call ended it another way)."""

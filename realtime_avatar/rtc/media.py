@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import soxr
@@ -178,6 +179,10 @@ class AvatarOutput:
         return out
 
     def video_frame(self) -> np.ndarray:
+        return self.next_video_frame()[0]
+
+    def next_video_frame(self) -> tuple[np.ndarray, int | None]:
+        """The next frame, and its place in the idle loop when it is an idle frame (None: speech)."""
         at = self.video_index * self.frame_samples
         frame = None
         for u in ([self._recent] if self._recent else []) + list(self.queue)[:1]:
@@ -190,10 +195,12 @@ class AvatarOutput:
                 frame = u.frames[min(j, len(u.frames) - 1)]
                 if u.first_frame_at is None:
                     u.first_frame_at = time.time()
+        idle = None
         if frame is None:
-            frame = self.idle_frames[(self.video_index - self.phase_offset) % len(self.idle_frames)]
+            idle = (self.video_index - self.phase_offset) % len(self.idle_frames)
+            frame = self.idle_frames[idle]
         self.video_index += 1
-        return frame
+        return frame, idle
 
     def _finish(self, u: Utterance) -> None:
         self.queue.popleft()
@@ -227,9 +234,23 @@ class MediaClock:
 
 
 def make_tracks(output: AvatarOutput, clock: MediaClock) -> tuple[object, object]:
-    """The aiortc audio and video tracks that pace ``output`` on ``clock``."""
+    """The aiortc audio and video tracks that pace ``output`` on ``clock``.
+
+    Both hand aiortc encoded packets where they can (``realtime_avatar.rtc.encoded``): the avatar's
+    silence is one cached Opus packet and its sound is encoded here; the idle loop plays from its cached
+    VP8 cycle whenever it is on the cycle's grid. Anything else (speech frames, the loop off the grid) is
+    a frame that aiortc encodes, a keyframe when it follows the cached cycle (aiortc's encoder has not
+    seen what the peer decoded). ``video.watch_keyframe_requests(sender)`` lets a peer's PLI / FIR end a
+    cached cycle early (the next frame is a live keyframe) instead of waiting for the cycle's next turn.
+    """
     import av
     from aiortc import MediaStreamTrack as base  # aiortc loads only where calls are made
+
+    from realtime_avatar.rtc import encoded
+
+    audio_base = fractions.Fraction(1, AUDIO_RATE)
+    video_base = fractions.Fraction(1, VIDEO_CLOCK)
+    keyframe = av.video.frame.PictureType.I
 
     class AvatarAudio(base):  # type: ignore[misc, valid-type]
         kind = "audio"
@@ -237,8 +258,11 @@ def make_tracks(output: AvatarOutput, clock: MediaClock) -> tuple[object, object
         def __init__(self) -> None:
             super().__init__()
             self._sent = 0
+            self._voice: encoded.VoiceEncoder | None = None  # made at the first sound
+            self._quiet = encoded.SILENCE_TAIL + 1  # silent packets since the last sound
+            self._silence = encoded.opus_silence(AUDIO_PACKET)
 
-        async def recv(self) -> av.AudioFrame:
+        async def recv(self) -> av.Packet:
             # Late (the process was starved): catch up by skipping the silence owed, whole packets, so the
             # next reply is not held behind it. Speech already playing is sent in full, late or not.
             behind = int(clock.elapsed() * AUDIO_RATE) - self._sent
@@ -248,16 +272,41 @@ def make_tracks(output: AvatarOutput, clock: MediaClock) -> tuple[object, object
             if self.readyState != "live":
                 raise _media_error()
             pcm = output.audio_packet(AUDIO_PACKET)
-            frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-            frame.sample_rate, frame.pts = AUDIO_RATE, self._sent
-            frame.time_base = fractions.Fraction(1, AUDIO_RATE)
+            self._quiet = 0 if pcm.any() else self._quiet + 1
+            if self._quiet > encoded.SILENCE_TAIL:
+                data = self._silence
+            else:
+                if self._voice is None:
+                    self._voice = encoded.VoiceEncoder()
+                data = self._voice.encode(pcm)
+            packet = av.Packet(data)
+            packet.pts, packet.time_base = self._sent, audio_base
             self._sent += AUDIO_PACKET
-            return frame
+            return packet
 
     class AvatarVideo(base):  # type: ignore[misc, valid-type]
         kind = "video"
 
-        async def recv(self) -> av.VideoFrame:
+        def __init__(self) -> None:
+            super().__init__()
+            self._cycle: list[bytes] | None = None  # the cached idle cycle being played...
+            self._cycle_start = self._cycle_at = self._cycle_stride = 0  # ...its residue, place, stride
+            self._keyframe = False  # the next frame aiortc encodes must be a keyframe
+            self._asked = False  # the peer asked for a keyframe (PLI / FIR)
+            self.cached_frames = self.live_frames = 0
+
+        def watch_keyframe_requests(self, sender: Any) -> None:
+            original = getattr(sender, "_send_keyframe", None)
+            if not callable(original):
+                return
+
+            def asked() -> None:
+                self._asked = True
+                original()
+
+            sender._send_keyframe = asked
+
+        async def recv(self) -> av.VideoFrame | av.Packet:
             # A busy CPU made us late: skip to the frame that is due now (late video is dropped, never
             # the audio, and never shown late), so the picture stays on the voice.
             due = int(clock.elapsed() * output.fps)
@@ -268,14 +317,48 @@ def make_tracks(output: AvatarOutput, clock: MediaClock) -> tuple[object, object
             await clock.wait_until(index / output.fps)
             if self.readyState != "live":
                 raise _media_error()
-            # While nobody speaks the loop goes out at a lower rate (encoding is most of a listening
-            # call's CPU); speech, and anything queued to be said, goes out at the full rate.
+            # While nobody speaks the loop goes out at a lower rate (fewer packets to send, and a cycle
+            # of the loop small enough to cache); speech, and anything queued to be said, goes out at
+            # the full rate.
             stride = 1 if output.speaking else output.idle_stride
-            frame = av.VideoFrame.from_ndarray(output.video_frame(), format="rgb24")
+            image, idle = output.next_video_frame()
             output.video_index += stride - 1
-            frame.pts = index * (VIDEO_CLOCK // output.fps)
-            frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+            pts = index * (VIDEO_CLOCK // output.fps)
+            data = self._from_cycle(idle, stride)
+            if data is not None:
+                self.cached_frames += 1
+                packet = av.Packet(data)
+                packet.pts, packet.time_base = pts, video_base
+                return packet
+            self.live_frames += 1
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            if self._keyframe:
+                frame = frame.reformat(format="yuv420p")
+                frame.pict_type = keyframe
+                self._keyframe = False
+            frame.pts, frame.time_base = pts, video_base
             return frame
+
+        def _from_cycle(self, idle: int | None, stride: int) -> bytes | None:
+            """The cached frame to send for idle loop frame ``idle`` at ``stride``, or None (encode it)."""
+            asked, self._asked = self._asked, False
+            loop = len(output.idle_frames)
+            if self._cycle is not None:
+                at = (self._cycle_at + 1) % len(self._cycle)
+                if (not asked and idle is not None and stride == self._cycle_stride
+                        and idle == (self._cycle_start + at * stride) % loop):
+                    self._cycle_at = at
+                    return self._cycle[at]
+                self._cycle = None  # speech, a skip, a jump of the loop, or the peer lost the picture
+                self._keyframe = True
+            if idle is None or asked:
+                return None
+            cycle = encoded.IDLE_CYCLES.get(output.idle_frames, stride, idle % stride, output.fps)
+            if cycle is None or idle >= stride:  # being built, or not at the cycle's keyframe
+                return None
+            self._cycle, self._cycle_start, self._cycle_at, self._cycle_stride = cycle, idle, 0, stride
+            self._keyframe = False
+            return cycle[0]
 
     return AvatarAudio(), AvatarVideo()
 

@@ -82,7 +82,10 @@ async def answer(pc: Any, sdp: str, audio_track: Any, video_track: Any | None) -
         raise InvalidOfferError(f"the offer could not be applied: {type(exc).__name__}") from None
     pc.addTrack(audio_track)
     if video_track is not None:
-        pc.addTrack(video_track)
+        sender = pc.addTrack(video_track)
+        watch = getattr(video_track, "watch_keyframe_requests", None)
+        if watch is not None:
+            watch(sender)  # a PLI / FIR ends a cached idle cycle at once (media.make_tracks)
     description = await pc.createAnswer()
     await pc.setLocalDescription(description)
     return str(pc.localDescription.sdp)
