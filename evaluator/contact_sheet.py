@@ -29,18 +29,13 @@ TILE = 128
 
 
 def _runs(labels: np.ndarray, kind: str, openness: np.ndarray) -> list[int]:
-    """The middle frame of each run of ``kind`` labels (for p/b/m: the least open within a frame of it)."""
+    """The middle frame of each run of ``kind`` labels (for p/b/m: the frame the metric judges)."""
+    if kind == phones.BILABIAL:
+        return [int(i) for i in lipsync_words.closure_frames(openness, labels == kind)]
     index = np.flatnonzero(labels == kind)
     if not index.size:
         return []
-    runs = np.split(index, np.flatnonzero(np.diff(index) > 1) + 1)
-    if kind == phones.BILABIAL:
-        picks = []
-        for run in runs:
-            near = np.arange(max(run[0] - 1, 0), min(run[-1] + 2, openness.size))
-            picks.append(int(near[np.argmin(openness[near])]))
-        return picks
-    return [int(r[len(r) // 2]) for r in runs]
+    return [int(r[len(r) // 2]) for r in np.split(index, np.flatnonzero(np.diff(index) > 1) + 1)]
 
 
 def contact_sheet(frames: np.ndarray, fps: float, pcm: np.ndarray, sample_rate: int,

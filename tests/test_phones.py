@@ -78,12 +78,6 @@ def spoken():
     return list(BundledTTS(default_voice="female").stream(SENTENCE, "en"))
 
 
-def _closure_minima(opened: np.ndarray, bilabial: np.ndarray) -> np.ndarray:
-    """Per p/b/m the words have (a run of its frames), the least openness within a frame of it."""
-    index = np.flatnonzero(bilabial)
-    runs = np.split(index, np.flatnonzero(np.diff(index) > 1) + 1)
-    return np.array([opened[max(r[0] - 1, 0): r[-1] + 2].min() for r in runs])
-
 
 def _tracks(chunks, engine: type, with_phones: bool, chunked: bool = False):
     generator = engine()
@@ -128,7 +122,8 @@ def test_phones_round_spread_and_close_the_rendered_mouth_where_the_words_say(pi
         results[name] = {
             "round_w": float(np.median(width[labels == g2p.ROUND])),
             "spread_w": float(np.median(width[labels == g2p.SPREAD])),
-            "bilabial_open": float(np.median(_closure_minima(opened, labels == g2p.BILABIAL))),
+            # Each p/b/m at the frame the metric judges (the least open within a frame of it).
+            "bilabial_open": float(np.median(opened[lw.closure_frames(opened, labels == g2p.BILABIAL)])),
             "vowel_open": float(np.median(opened[np.isin(labels, [g2p.OPEN, g2p.ROUND, g2p.SPREAD])])),
             "pause_open": float(np.median(opened[labels == lw.PAUSE])),
             "score": lw.score_mouth(mouth, labels, 1.0, FPS).score,

@@ -302,14 +302,19 @@ def _window_min(values: np.ndarray) -> np.ndarray:
     return np.minimum(np.minimum(padded[:-2], padded[1:-1]), padded[2:])
 
 
-def _closure_minima(mouth_open: np.ndarray, bilabial: np.ndarray) -> np.ndarray:
-    """Per p/b/m (a run of bilabial frames): the least openness within one frame of it. A closure lasts
-    one or two frames, about whisper's timing error, so it is judged with that tolerance."""
+def closure_frames(mouth_open: np.ndarray, bilabial: np.ndarray) -> np.ndarray:
+    """Per p/b/m (a run of bilabial frames): the frame judged for it, the least open within one frame of
+    it. A closure lasts one or two frames, about whisper's timing error, so it is judged with that
+    tolerance."""
     index = np.flatnonzero(bilabial)
     if not index.size:
-        return np.zeros(0, np.float32)
+        return np.zeros(0, np.int64)
     runs = np.split(index, np.flatnonzero(np.diff(index) > 1) + 1)
-    return np.array([mouth_open[max(r[0] - 1, 0): r[-1] + 2].min() for r in runs], np.float32)
+    picks = []
+    for run in runs:
+        near = np.arange(max(run[0] - 1, 0), min(run[-1] + 2, len(mouth_open)))
+        picks.append(near[np.argmin(mouth_open[near])])
+    return np.array(picks, np.int64)
 
 
 def at_equal_opening(values: np.ndarray, opening: np.ndarray) -> np.ndarray:
@@ -337,7 +342,7 @@ def _score(mouth: VideoMeasurement, labels: np.ndarray, words_matched_share: flo
         "pause_closed": separation(mouth.mouth_open[vowels], mouth.mouth_open[pause]),
         # Vowel frames through the same +-1 frame minimum, so a mouth moving at random scores 0 here too.
         "bilabial_closed": separation(_window_min(mouth.mouth_open)[vowels],
-                                      _closure_minima(mouth.mouth_open, bilabial)),
+                                      mouth.mouth_open[closure_frames(mouth.mouth_open, bilabial)]),
         "rounded": separation(roundness[rounded], roundness[spread]),
         "spread": separation(width[spread], width[rounded]),
     }
