@@ -23,55 +23,30 @@ class Phone(NamedTuple):
 
 @dataclass(frozen=True)
 class Viseme:
-    """A sound's mouth: ``open`` 0 (lips shut) .. 1 (jaw wide), ``width`` -1 rounded .. 1 spread, or
-    ``None`` for sounds whose lips take the neighbouring vowel's shape (t, n, s, k, h...)."""
+    """A sound's lips: ``width`` -1 rounded .. 1 spread, or ``None`` for sounds whose lips take the
+    neighbouring vowel's shape (t, n, s, k, h...); ``closed`` for the sounds made with the lips shut.
+    How far the jaw drops is the audio's to say (the viseme engine measured that best)."""
 
-    open: float
     width: float | None = None
-
-    @property
-    def closed(self) -> bool:
-        return self.open == 0.0
+    closed: bool = False
 
 
-CLOSED = Viseme(0.0, None)  # p, b, m: the lips meet
-_LABIODENTAL = Viseme(0.08, None)  # f, v: the lower lip on the upper teeth
-_CONSONANT = Viseme(0.25, None)  # tongue consonants: the jaw nearly up, lips free
-_POSTALVEOLAR = Viseme(0.25, -0.45)  # sh, zh, ch, j, Mandarin retroflexes: lips pushed forward
-_PALATAL = Viseme(0.25, 0.5)  # Mandarin x, q, j and the glide y: lips drawn back
+_FREE = Viseme()  # tongue consonants and f/v (the lower lip on the teeth): the lips keep the vowel's shape
+_POSTALVEOLAR = Viseme(-0.45)  # sh, zh, ch, j, Mandarin retroflexes: lips pushed forward
+_PALATAL = Viseme(0.5)  # Mandarin x, q, j and the glide y: lips drawn back
+# Vowels and glides: width from rounding and frontness.
+_VOWEL_WIDTH = {
+    "i": 1.0, "ɪ": 0.7, "ɨ": 0.5, "ɯ": 0.3, "y": -0.9, "u": -1.0, "ʊ": -0.7, "e": 0.7, "ɛ": 0.5,
+    "ø": -0.7, "o": -0.8, "ɔ": -0.6, "ə": 0.0, "ᵊ": 0.0, "ɚ": -0.2, "ɜ": 0.0, "ʌ": 0.0, "æ": 0.4,
+    "a": 0.1, "ɐ": 0.0, "ɑ": -0.1, "ɒ": -0.3, "w": -1.0, "ɥ": -0.9,
+}
 
 VISEMES: dict[str, Viseme] = {
-    **dict.fromkeys("pbmɸβ", CLOSED),
-    **dict.fromkeys("fvɱ", _LABIODENTAL),
-    **dict.fromkeys("tdnlszθðkgŋhxɣɾrʔɲçʝʎʋɫχʁɬ", _CONSONANT),
+    **dict.fromkeys("pbmɸβ", Viseme(closed=True)),
+    **dict.fromkeys("fvɱtdnlszθðkgŋhxɣɾrʔɲçʝʎʋɫχʁɬ", _FREE),
     **dict.fromkeys("ʃʒʧʤʂʐɻɹ", _POSTALVEOLAR),
     **dict.fromkeys("ʨʥɕjʲ", _PALATAL),
-    "w": Viseme(0.25, -1.0),
-    "ɥ": Viseme(0.25, -0.9),
-    # Vowels: jaw from the vowel's height (a close vowel still parts the lips more than a consonant),
-    # width from its rounding and frontness.
-    "i": Viseme(0.45, 1.0),
-    "ɪ": Viseme(0.5, 0.7),
-    "ɨ": Viseme(0.45, 0.5),
-    "ɯ": Viseme(0.45, 0.3),
-    "y": Viseme(0.45, -0.9),
-    "u": Viseme(0.45, -1.0),
-    "ʊ": Viseme(0.5, -0.7),
-    "e": Viseme(0.55, 0.7),
-    "ɛ": Viseme(0.6, 0.5),
-    "ø": Viseme(0.55, -0.7),
-    "o": Viseme(0.6, -0.8),
-    "ɔ": Viseme(0.65, -0.6),
-    "ə": Viseme(0.5, 0.0),
-    "ᵊ": Viseme(0.45, 0.0),
-    "ɚ": Viseme(0.5, -0.2),
-    "ɜ": Viseme(0.5, 0.0),
-    "ʌ": Viseme(0.65, 0.0),
-    "æ": Viseme(0.75, 0.4),
-    "a": Viseme(0.85, 0.1),
-    "ɐ": Viseme(0.7, 0.0),
-    "ɑ": Viseme(0.9, -0.1),
-    "ɒ": Viseme(0.85, -0.3),
+    **{symbol: Viseme(width) for symbol, width in _VOWEL_WIDTH.items()},
 }
 # Diphthongs: the first half takes the first vowel's shape, the second half the second's.
 DIPHTHONGS: dict[str, tuple[str, str]] = {

@@ -24,7 +24,7 @@ predictors' alignment as ``AudioChunk.phones``), the words take over what the au
 - *closures*: only near a p/b/m of the words may the audio's closure cue shut the lips (none on an "ee"
   or a "t"), and every p/b/m shuts them at least once, on the frame near it whose oral band is quietest
   (the model's timing can be a frame out, the sound is not);
-- the *jaw* stays the audio's (loudness and F1), which measured best (see ``phone_jaw_share``).
+- the *jaw* stays the audio's (loudness and F1): scaling it by each sound's opening measured worse.
 
 Formants come from linear prediction on each frame's own power spectrum (band-limited to the formant
 range, smoothed over about a voice's F0), so they cost one small polynomial root per frame. Jaw and width
@@ -70,9 +70,10 @@ class VisemeFeatures(FrameFeatures):
     f1_hz: np.ndarray  # first formant (NaN: none found)
     f2_hz: np.ndarray  # second formant (NaN: none found)
     oral_db: np.ndarray  # ORAL_BAND power over the speech-band power, dB (~0 on vowels, -10 or less on m/b)
-    # From the TTS engine's phones, where it gave them (NaN: no phone in the frame):
-    phone_open: np.ndarray  # the frame's sounds' jaw (Viseme.open, weighted by their share of the frame)
-    phone_width: np.ndarray  # their lips' width, consonants taking their vowel's (coarticulation)
+    # From the TTS engine's phones, where it gave them:
+    phone_width: np.ndarray  # the frame's sounds' lip width, weighted by their share of the frame,
+    # consonants taking their vowel's (coarticulation); NaN: no phone in the frame
+
     phone_closed: np.ndarray  # 1 where a p/b/m fills the frame (or most of itself lies in it), else 0
     phone_labial_near: np.ndarray  # 1 where a p/b/m lies within ``labial_reach_s`` of the frame, else 0
 
@@ -81,7 +82,6 @@ class VisemeFeatures(FrameFeatures):
 class _TimedViseme:
     start: int  # samples, on the analyzer's stream clock
     end: int
-    open: float
     width: float
     closed: bool
 
@@ -132,33 +132,30 @@ class VisemeAnalyzer(FrameAnalyzer):
                 width = ahead if ahead is not None else behind if behind is not None else 0.0
             timed.append(_TimedViseme(origin + round(phone.start_s * sample_rate),
                                       origin + round(phone.end_s * sample_rate),
-                                      viseme.open, width, viseme.closed))
+                                      width, viseme.closed))
         return timed
 
     def _phone_frames(self, oral_level_db: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Per emitted frame: the jaw and width of the phones in it (weighted by their share of the frame),
+        """Per emitted frame: the width of the phones in it (weighted by their share of the frame),
         whether a p/b/m shuts it, and whether one is near (within ``labial_reach_s``). A p/b/m shuts the
         frame whose oral band is quietest among those it overlaps (give or take ``closure_slack_s``): the
         model's timing can be a frame out, the sound's quiet moment is not."""
         count = oral_level_db.size
-        opened = np.full(count, np.nan, np.float32)
         width = np.full(count, np.nan, np.float32)
         closed = np.zeros(count, np.float32)
         near = np.zeros(count, np.float32)
         if not self._visemes:
-            return opened, width, closed, near
+            return width, closed, near
         assert self.sample_rate is not None
         reach = round(self._labial_reach_s * self.sample_rate)
         slack = round(self._closure_slack_s * self.sample_rate)
         bounds = np.array([self._boundary(self._frames + k) for k in range(count + 1)])
         starts, ends = bounds[:-1], bounds[1:]
         weight = np.zeros(count)
-        jaw = np.zeros(count)
         lips = np.zeros(count)
         for viseme in self._visemes:
             overlap = np.clip(np.minimum(ends, viseme.end) - np.maximum(starts, viseme.start), 0, None)
             weight += overlap
-            jaw += overlap * viseme.open
             lips += overlap * viseme.width
             if viseme.closed:
                 near[(starts < viseme.end + reach) & (ends > viseme.start - reach)] = 1.0
@@ -166,11 +163,10 @@ class VisemeAnalyzer(FrameAnalyzer):
                 if candidates.size:
                     closed[candidates[np.argmin(oral_level_db[candidates])]] = 1.0
         spoken = weight > 0
-        opened[spoken] = jaw[spoken] / weight[spoken]
         width[spoken] = lips[spoken] / weight[spoken]
         # Kept a little past their end: a later frame may still be near a labial.
         self._visemes = [v for v in self._visemes if v.end + reach > ends[-1]]
-        return opened, width, closed, near
+        return width, closed, near
 
     def _start(self, sample_rate: int) -> None:
         changed = self.sample_rate != sample_rate
@@ -193,16 +189,16 @@ class VisemeAnalyzer(FrameAnalyzer):
         missing = np.full(n_frames, np.nan, np.float32)
         zeros = np.zeros(n_frames, np.float32)
         return VisemeFeatures(base.level_db, base.tilt_db, base.voicing, f1_hz=missing, f2_hz=missing,
-                              oral_db=zeros, phone_open=missing, phone_width=missing, phone_closed=zeros,
+                              oral_db=zeros, phone_width=missing, phone_closed=zeros,
                               phone_labial_near=zeros)
 
     def _features(self, windows: np.ndarray, power: np.ndarray) -> VisemeFeatures:
         base = super()._features(windows, power)
         oral_db = 10 * np.log10(power[:, self._oral].sum(axis=1) + _EPS) - base.level_db
         f1, f2 = self._formants(power)
-        phone_open, phone_width, phone_closed, labial_near = self._phone_frames(oral_db + base.level_db)
+        phone_width, phone_closed, labial_near = self._phone_frames(oral_db + base.level_db)
         return VisemeFeatures(base.level_db, base.tilt_db, base.voicing, f1_hz=f1, f2_hz=f2,
-                              oral_db=oral_db.astype(np.float32), phone_open=phone_open,
+                              oral_db=oral_db.astype(np.float32),
                               phone_width=phone_width, phone_closed=phone_closed,
                               phone_labial_near=labial_near)
 
@@ -275,12 +271,6 @@ class VisemeMotionGenerator(MotionGenerator):
         murmur_db: tuple[float, float] | None = (22.0, 30.0),
         balance_share: float = 0.0,
         voiced_share: float = 0.5,
-        # With phones, the jaw can also follow each sound's opening over a mid vowel's (an "a" further than
-        # its loudness says, an "ee" or a consonant less), by this share. Off: on six sentences in three
-        # languages and both default voices, lip sync to words scored best with the audio's jaw alone
-        # (share 0.5 and 1 lowered timing and pause closure; the phones' lip shapes and closures are kept).
-        phone_reference_open: float = 0.6,
-        phone_jaw_share: float = 0.0,
         # With phones, away from a p/b/m the audio's closure cue may take at most this share of the jaw: it
         # raises the jaw (an "n", a syllable's end) but never shuts the lips (that takes a full closure).
         # 0 (no cue at all away from labials), 0.8 and 0.95 gave ZH_short 0.699 / 0.710 / 0.737 and a
@@ -291,8 +281,6 @@ class VisemeMotionGenerator(MotionGenerator):
     ) -> None:
         self._coarticulation_s = coarticulation_s  # the analyzer (made by super().__init__) needs it
         super().__init__(*args, window_s=window_s, **kwargs)
-        self._phone_reference_open = phone_reference_open
-        self._phone_jaw_share = phone_jaw_share
         self._unlabial_closure = unlabial_closure
         self._f1_range = (f1_closed_hz, f1_open_hz)
         self._jaw_range = jaw_range
@@ -368,8 +356,7 @@ class VisemeMotionGenerator(MotionGenerator):
         speaking = loudness > 0.0
         # Where the TTS said which sound it made, its phones decide the closures and the lips' shape; the
         # audio still decides how far the jaw drops.
-        phone_open = float(features.phone_open[i])
-        timed = not math.isnan(phone_open)
+        timed = not math.isnan(float(features.phone_width[i]))
         closure = self._closure(float(features.level_db[i]), voicing, oral_db) if speaking else 0.0
         if timed and features.phone_labial_near[i] < 1.0:
             # The words decide whether a closure is a p/b/m at all: away from one the cue (an "n", the end
@@ -385,8 +372,6 @@ class VisemeMotionGenerator(MotionGenerator):
         low, high = self._f1_range
         openness = min(max((f1 - low) / (high - low), 0.0), 1.0) if vowel else 0.0
         jaw = self._jaw_range[0] + (self._jaw_range[1] - self._jaw_range[0]) * openness
-        if timed:
-            jaw *= 1.0 + self._phone_jaw_share * (phone_open / self._phone_reference_open - 1.0)
         target = min(self._open_gain * loudness**self._open_gamma * jaw * (1.0 - closure), 1.0)
         target *= self._unvoiced_open + (1.0 - self._unvoiced_open) * voicing
         if speaking and voicing < self._voiced_share and closure == 0.0:
