@@ -143,6 +143,18 @@ def test_snapping_moves_a_boundary_into_the_silence_between_words():
     assert snapped == [lw.HeardWord(0.0, 0.5, "one"), lw.HeardWord(0.6, 1.0, "two")], snapped
 
 
+def test_a_word_before_a_gap_ends_where_its_sound_does():
+    sr = 1000  # whisper ended "one" 200 ms inside its sound; "two" touches "three" (snapping's business)
+    pcm = np.concatenate([np.ones(500), np.zeros(300), np.ones(700)]).astype(np.float32)
+    words = [lw.HeardWord(0.0, 0.3, "one"), lw.HeardWord(0.8, 1.2, "two"), lw.HeardWord(1.2, 1.4, "three")]
+    extended = lw.extend_to_sound(words, pcm, sr)
+    assert extended == [lw.HeardWord(0.0, 0.5, "one"), *words[1:2], lw.HeardWord(1.2, 1.5, "three")], extended
+    # Never past the next word's start, and never shorter than whisper's word.
+    close = [lw.HeardWord(0.0, 0.3, "one"), lw.HeardWord(0.4, 0.5, "two")]
+    assert lw.extend_to_sound(close, np.ones(1000, np.float32), sr) == [lw.HeardWord(0.0, 0.4, "one"),
+                                                                         lw.HeardWord(0.4, 1.0, "two")]
+
+
 # Margins on the overall score, from measurements (BENCHMARKS.md "Lip sync to words: the controls"):
 # over four scripted sentences (each scored twice: identical) the real clip scored 0.78-0.85, its audio
 # shifted +-200 ms 0.00-0.01, a still portrait 0.00, the audio of each other sentence 0.00-0.31 (gap to

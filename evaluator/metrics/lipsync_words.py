@@ -5,7 +5,8 @@ is what drives the default mouth); the audio's level only helps place the words 
 
 1. *When*: whisper word timestamps on the output audio (the project's ASR engine), each word cut to its
    sound, the boundary between two touching words moved to the silence or level dip within 250 ms of it
-   (whisper's own boundary there is often 100-280 ms early), silences of ``GAP_S`` or more counted as
+   (whisper's own boundary there is often 100-280 ms early), a word before a gap carried on to the end
+   of its sound (whisper often ends it inside its last vowel), silences of ``GAP_S`` or more counted as
    pauses. Text words are matched to heard words in order (difflib on normalised spellings); only
    matched words are judged (where a misheard word's phonemes fall is unknown: its frames are left out,
    and the share matched is reported).
@@ -110,7 +111,8 @@ def heard_words(asr: Any, pcm: np.ndarray, sample_rate: int, segment: SpokenSegm
             out += [HeardWord(start + i * step, start + (i + 1) * step, c) for i, c in enumerate(chars)]
         elif phones.normalize(word.word):
             out.append(HeardWord(start, end, word.word))
-    return snap_boundaries(trim_to_sound(out, pcm, sample_rate), pcm, sample_rate)
+    words = snap_boundaries(trim_to_sound(out, pcm, sample_rate), pcm, sample_rate)
+    return extend_to_sound(words, pcm, sample_rate)
 
 
 def _loudness(pcm: np.ndarray, sample_rate: int) -> tuple[np.ndarray, float]:
@@ -170,6 +172,27 @@ def snap_boundaries(words: list[HeardWord], pcm: np.ndarray, sample_rate: int) -
             end = start = (lo + int(np.argmin(level[lo:hi]))) / 100
         out[i] = HeardWord(first.start, end, first.word)
         out[i + 1] = HeardWord(start, second.end, second.word)
+    return out
+
+
+def extend_to_sound(words: list[HeardWord], pcm: np.ndarray, sample_rate: int) -> list[HeardWord]:
+    """A word before a gap ends where its sound does: the end moves on while the audio stays above the
+    silence floor, never past the next word's start. Whisper often ends such a word inside its last
+    vowel (好 in the male voice: 80 ms early), so the vowel's tail was judged a pause and a mouth still
+    open on it lost. Checked against the bundled voices' own phone timing (which the metric never reads)
+    on the four one-language scenarios in both voices: of the frames judged pauses, 154 of 338 lay
+    inside a phone the voice was saying, and 105 of 289 with this; no frame the voices leave silent
+    became speech."""
+    rms, floor = _loudness(pcm, sample_rate)
+    out = list(words)
+    for i, word in enumerate(out):
+        limit = out[i + 1].start if i + 1 < len(out) else rms.size / 100
+        if limit - word.end <= TOUCHING_S:  # touching words: snap_boundaries placed that boundary
+            continue
+        end = int(np.ceil(word.end * 100))
+        while end < min(int(limit * 100), rms.size) and rms[end] > floor:
+            end += 1
+        out[i] = HeardWord(word.start, max(word.end, end / 100), word.word)
     return out
 
 
